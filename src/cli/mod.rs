@@ -1,0 +1,69 @@
+//! The `edgedet` command line: argument parsing and one module per subcommand.
+//! Each subcommand returns `anyhow::Result`; errors are printed once here with
+//! their whole chain and mapped to the documented exit status.
+
+mod check;
+mod config_cmd;
+mod detect;
+mod export;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a configuration error (`EX_CONFIG` from sysexits.h), so
+/// systemd's `RestartPreventExitStatus=78` stops restarting a misconfigured service.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Object detection on edge boards: YOLOv4-family models on the CPU, results over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "edgedet", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Detect objects in image files and print the results.
+    Detect(detect::DetectArgs),
+    /// Write a darknet model as ONNX, with its YOLO metadata.
+    ExportOnnx(export::ExportArgs),
+    /// Run the detection daemon: frame sources → model → MQTT.
+    Run(run::RunArgs),
+    /// Validate a config file without running anything.
+    Check(check::CheckArgs),
+    /// Print the commented default config.
+    Config(config_cmd::ConfigArgs),
+}
+
+/// An error that should end the program with [`EXIT_CONFIG`] instead of 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigProblem(pub String);
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let result = match cli.command {
+        Command::Detect(args) => detect::run(args),
+        Command::ExportOnnx(args) => export::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Config(args) => config_cmd::run(args),
+    };
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.chain().any(|cause| cause.is::<ConfigProblem>() || cause.is::<crate::config::ConfigError>()) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

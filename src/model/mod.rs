@@ -1,0 +1,135 @@
+//! Loads a YOLO model (darknet cfg/weights or ONNX) into a tract plan and runs it.
+
+pub mod darknet;
+pub mod meta;
+pub mod onnx;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use meta::{ModelMeta, NmsKind, YoloHead};
+
+use crate::preprocess::NetworkInput;
+
+/// Network input size in pixels, written `WIDTHxHEIGHT` (e.g. `416x416`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InputSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl FromStr for InputSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (w, h) = text
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("invalid input size {text:?}: expected WIDTHxHEIGHT, such as 416x416"))?;
+        let parse = |part: &str| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("invalid input size {text:?}: expected WIDTHxHEIGHT, such as 416x416"))
+        };
+        let size = InputSize { width: parse(w)?, height: parse(h)? };
+        if size.width == 0 || size.height == 0 || size.width % 32 != 0 || size.height % 32 != 0 {
+            return Err(format!(
+                "invalid input size {text}: width and height must be non-zero multiples of 32 (the networks downsample by 32), such as 416x416 or 608x608"
+            ));
+        }
+        Ok(size)
+    }
+}
+
+impl TryFrom<String> for InputSize {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<InputSize> for String {
+    fn from(size: InputSize) -> String {
+        size.to_string()
+    }
+}
+
+impl fmt::Display for InputSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// Where a model comes from: a darknet `.cfg` (weights beside it by default) or an `.onnx` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    pub weights: Option<PathBuf>,
+    pub names: Option<PathBuf>,
+    pub size: Option<InputSize>,
+}
+
+/// Raw output of the convolution that feeds one `[yolo]` layer:
+/// `anchors × (5 + classes)` planes of `grid_height × grid_width`.
+#[derive(Clone, Debug)]
+pub struct HeadOutput {
+    pub data: Vec<f32>,
+    pub grid_width: usize,
+    pub grid_height: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Darknet(#[from] darknet::DarknetError),
+    #[error("{0}")]
+    Onnx(#[from] onnx::OnnxError),
+    #[error("reading class names from {path}")]
+    Names { path: String, #[source] source: std::io::Error },
+    #[error("{path} lists {found} class names but the model has {expected} classes")]
+    NamesCount { path: String, found: usize, expected: usize },
+    #[error("running the model")]
+    Inference(#[source] anyhow::Error),
+}
+
+/// A loaded, optimised model ready to run on network inputs. Shareable between threads.
+pub struct Model {
+    meta: ModelMeta,
+    labels: Vec<String>,
+    plan: onnx::Plan,
+}
+
+impl Model {
+    /// Loads and optimises the model described by `spec`.
+    ///
+    /// # Errors
+    /// A missing or malformed cfg, weights, ONNX or names file, named in the error.
+    pub fn load(spec: &ModelSpec) -> Result<Model, ModelError> {
+        let _ = spec;
+        unimplemented!("in progress")
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// Class names, indexed by class id.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Name, input size and precision, as logs and payloads show it: `yolov4-tiny 416x416 f32`.
+    pub fn description(&self) -> String {
+        format!("{} {}x{} f32", self.meta.name, self.meta.width, self.meta.height)
+    }
+
+    /// Runs the network on one input and returns the raw output of every YOLO head, in cfg order.
+    pub fn run(&self, input: &NetworkInput) -> Result<Vec<HeadOutput>, ModelError> {
+        let _ = (input, &self.plan);
+        unimplemented!("in progress")
+    }
+}
