@@ -1,10 +1,12 @@
 //! One frame through the model: preprocess, inference, decode, with timings.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::detection::FrameDetections;
+use crate::decode;
+use crate::detection::{FrameDetections, StageTimings};
 use crate::model::{Model, ModelError};
-use crate::preprocess::RgbImage;
+use crate::preprocess::{prepare_input, ResizeMode, RgbImage};
 
 /// Tunables of the detection step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,8 +44,37 @@ impl Detector {
     }
 
     /// Detects objects in an already decoded image; `timings_ms.decode` is left at 0.
+    ///
+    /// # Errors
+    /// Inference failed in tract.
     pub fn detect(&self, image: &RgbImage) -> Result<FrameDetections, ModelError> {
-        let _ = image;
-        unimplemented!("in progress")
+        let meta = self.model.meta();
+        let mode = if meta.letter_box { ResizeMode::Letterbox } else { ResizeMode::Stretch };
+
+        let started = Instant::now();
+        let input = prepare_input(image, meta.width, meta.height, mode);
+        let prepared = Instant::now();
+        let outputs = self.model.run(&input)?;
+        let inferred = Instant::now();
+
+        let threshold = self.options.threshold;
+        let mut candidates = decode::decode_heads(meta, &outputs, &input.placement, threshold);
+        decode::suppress(&mut candidates, meta.classes, self.options.nms_threshold, meta.nms_kind, meta.beta_nms);
+        let detections =
+            decode::to_detections(&candidates, self.model.labels(), image.width(), image.height(), threshold);
+        let finished = Instant::now();
+
+        let millis = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1000.0;
+        Ok(FrameDetections {
+            width: image.width(),
+            height: image.height(),
+            detections,
+            timings_ms: StageTimings {
+                decode: 0.0,
+                preprocess: millis(started, prepared),
+                inference: millis(prepared, inferred),
+                postprocess: millis(inferred, finished),
+            },
+        })
     }
 }

@@ -1,9 +1,148 @@
-//! `edgedet detect`: run the model on image files.
+//! `edgedet detect`: run the model on image files and print what it finds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::detection::{Detection, StageTimings};
+use crate::detector::{Detector, DetectorOptions};
+use crate::model::{InputSize, Model, ModelSpec};
+use crate::preprocess::load_image;
 
 #[derive(Debug, clap::Args)]
-pub struct DetectArgs {}
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Report objects whose objectness × class probability is above this.
+    #[arg(long, default_value_t = 0.25)]
+    pub threshold: f32,
+    /// Overlap above which the weaker of two boxes of the same class is dropped.
+    #[arg(long, default_value_t = 0.45)]
+    pub nms_threshold: f32,
+    /// Print one JSON object per image and line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write each image with its boxes drawn into this folder (PNG for PNG input, JPEG otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub draw: Option<PathBuf>,
+    /// JPEG or PNG files.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+/// The options that select a model; shared by the subcommands that load one.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Darknet .cfg or .onnx file.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// Darknet weights [default: the cfg path with .weights].
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// Class names, one a line [default: COCO's for 80-class models].
+    #[arg(long, value_name = "PATH")]
+    pub names: Option<PathBuf>,
+    /// Network input size WIDTHxHEIGHT, multiples of 32 [default: the model's].
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<InputSize>,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec { path: self.model.clone(), weights: self.weights.clone(), names: self.names.clone(), size: self.size }
+    }
+
+    /// Loads the model, with the path in the error context.
+    pub fn load(&self) -> anyhow::Result<Model> {
+        let started = Instant::now();
+        let model = Model::load(&self.spec()).with_context(|| format!("loading model {}", self.model.display()))?;
+        log::info!("loaded {} in {:.0} ms", model.description(), started.elapsed().as_secs_f64() * 1000.0);
+        Ok(model)
+    }
+}
+
+/// One line of `detect --json` output.
+#[derive(Debug, Serialize)]
+struct ImageReport<'a> {
+    image: String,
+    width: u32,
+    height: u32,
+    model: &'a str,
+    detections: &'a [Detection],
+    timings_ms: StageTimings,
+}
 
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("in progress")
+    if !(0.0..1.0).contains(&args.threshold) {
+        anyhow::bail!("--threshold must be at least 0 and below 1, got {}", args.threshold);
+    }
+    if !(0.0..=1.0).contains(&args.nms_threshold) {
+        anyhow::bail!("--nms-threshold must be between 0 and 1, got {}", args.nms_threshold);
+    }
+    if let Some(dir) = &args.draw {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating output folder {}", dir.display()))?;
+    }
+
+    let model = Arc::new(args.model.load()?);
+    let description = model.description();
+    let options = DetectorOptions { threshold: args.threshold, nms_threshold: args.nms_threshold };
+    let detector = Detector::new(model, options);
+
+    let mut failures = 0;
+    for path in &args.images {
+        if let Err(error) = detect_one(&detector, &description, path, &args) {
+            eprintln!("error: {error:#}");
+            failures += 1;
+        }
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} of {} images failed", args.images.len());
+    }
+    Ok(())
+}
+
+fn detect_one(detector: &Detector, model: &str, path: &Path, args: &DetectArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let image = load_image(path)?;
+    let decode_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let mut found = detector.detect(&image).with_context(|| format!("detecting objects in {}", path.display()))?;
+    found.timings_ms.decode = decode_ms;
+
+    if args.json {
+        let report = ImageReport {
+            image: path.display().to_string(),
+            width: found.width,
+            height: found.height,
+            model,
+            detections: &found.detections,
+            timings_ms: found.timings_ms,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(path, &found.detections);
+    }
+
+    if let Some(dir) = &args.draw {
+        let mut canvas = image;
+        crate::draw::draw_detections(&mut canvas, &found.detections);
+        let name = path.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("image.jpg"));
+        let is_png = name.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("png"));
+        let out = dir.join(if is_png { name } else { name.with_extension("jpg") });
+        canvas.save(&out).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn print_text(path: &Path, detections: &[Detection]) {
+    println!("{}: {} objects", path.display(), detections.len());
+    for d in detections {
+        println!(
+            "  {:<16} {:.2}  x={:.0} y={:.0} w={:.0} h={:.0}",
+            d.label, d.score, d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h
+        );
+    }
 }

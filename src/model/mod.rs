@@ -103,14 +103,28 @@ pub struct Model {
     plan: onnx::Plan,
 }
 
+/// COCO's 80 class names, used when a model has 80 classes and no names file is given.
+const COCO_NAMES: &str = include_str!("coco.names");
+
 impl Model {
     /// Loads and optimises the model described by `spec`.
     ///
     /// # Errors
     /// A missing or malformed cfg, weights, ONNX or names file, named in the error.
     pub fn load(spec: &ModelSpec) -> Result<Model, ModelError> {
-        let _ = spec;
-        unimplemented!("in progress")
+        let size = spec.size.map(|size| (size.width, size.height));
+        let is_onnx = spec.path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("onnx"));
+        let (plan, meta) = if is_onnx {
+            onnx::load(&spec.path, size)?
+        } else {
+            let weights = spec.weights.clone().unwrap_or_else(|| spec.path.with_extension("weights"));
+            let size = size.map(|(w, h)| (w as usize, h as usize));
+            let (proto, meta) = darknet::load_as_onnx(&spec.path, &weights, size)?;
+            let plan = onnx::plan_from_proto(&proto, &meta, &spec.path.display().to_string(), false)?;
+            (plan, meta)
+        };
+        let labels = read_labels(spec.names.as_deref(), meta.classes)?;
+        Ok(Model { meta, labels, plan })
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -128,8 +142,36 @@ impl Model {
     }
 
     /// Runs the network on one input and returns the raw output of every YOLO head, in cfg order.
+    ///
+    /// # Errors
+    /// The input does not have the network's size, or tract fails.
     pub fn run(&self, input: &NetworkInput) -> Result<Vec<HeadOutput>, ModelError> {
-        let _ = (input, &self.plan);
-        unimplemented!("in progress")
+        let placement = &input.placement;
+        if (placement.net_width, placement.net_height) != (self.meta.width, self.meta.height) {
+            return Err(ModelError::Inference(anyhow::anyhow!(
+                "input is {}x{} but the model expects {}x{}",
+                placement.net_width,
+                placement.net_height,
+                self.meta.width,
+                self.meta.height
+            )));
+        }
+        onnx::run(&self.plan, &self.meta, &input.data).map_err(ModelError::Inference)
     }
+}
+
+/// Class names from a file with one name a line, or COCO's for 80-class models, or `class<N>`.
+fn read_labels(path: Option<&std::path::Path>, classes: usize) -> Result<Vec<String>, ModelError> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|source| ModelError::Names { path: path.display().to_string(), source })?,
+        None if classes == 80 => COCO_NAMES.to_string(),
+        None => return Ok((0..classes).map(|id| format!("class{id}")).collect()),
+    };
+    let labels: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    if labels.len() != classes {
+        let path = path.map(|p| p.display().to_string()).unwrap_or_else(|| "the built-in COCO names".into());
+        return Err(ModelError::NamesCount { path, found: labels.len(), expected: classes });
+    }
+    Ok(labels)
 }
