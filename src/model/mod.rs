@@ -84,9 +84,9 @@ pub struct HeadOutput {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{0}")]
+    #[error(transparent)]
     Darknet(#[from] darknet::DarknetError),
-    #[error("{0}")]
+    #[error(transparent)]
     Onnx(#[from] onnx::OnnxError),
     #[error("reading class names from {path}")]
     Names { path: String, #[source] source: std::io::Error },

@@ -499,3 +499,107 @@ pub fn training_keys(section: &str) -> &'static [&'static str] {
         _ => &["stopbackward"],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::darknet::weights::layout;
+
+    fn fixture(name: &str) -> Network {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/darknet").join(name);
+        read_network(&path, None).unwrap()
+    }
+
+    fn parse(text: &str) -> Result<Network, DarknetError> {
+        build_network(&CfgFile::parse(text, "t.cfg").unwrap(), None)
+    }
+
+    fn head_grids(network: &Network) -> Vec<(usize, usize)> {
+        let mut grids = Vec::new();
+        for layer in &network.layers {
+            if matches!(layer.kind, LayerKind::Yolo(_)) {
+                grids.push((layer.output.width, layer.output.height));
+            }
+        }
+        grids
+    }
+
+    #[test]
+    fn every_fixture_cfg_builds() {
+        for (name, heads) in [
+            ("yolov4.cfg", vec![(76, 76), (38, 38), (19, 19)]),
+            ("yolov4-tiny.cfg", vec![(13, 13), (26, 26)]),
+            ("yolov4-tiny-3l.cfg", vec![(19, 19), (38, 38), (76, 76)]),
+            ("yolov4-csp.cfg", vec![(64, 64), (32, 32), (16, 16)]),
+            ("yolov4x-mish.cfg", vec![(80, 80), (40, 40), (20, 20)]),
+            ("yolov3-tiny.cfg", vec![(13, 13), (26, 26)]),
+            ("yolov7-tiny.cfg", vec![(52, 52), (26, 26), (13, 13)]),
+        ] {
+            let network = fixture(name);
+            assert_eq!(head_grids(&network), heads, "{name}");
+            assert_eq!(network.classes, 80, "{name}");
+        }
+    }
+
+    #[test]
+    fn parameter_counts_match_the_official_weights_files() {
+        // Official files: yolov4.weights 257,717,640 bytes, yolov4-tiny.weights
+        // 24,251,276 bytes, each with a 20-byte header before the f32 values.
+        let count = |name: &str| layout(&fixture(name)).iter().map(|l| l.len()).sum::<usize>();
+        assert_eq!(count("yolov4.cfg") * 4 + 20, 257_717_640);
+        assert_eq!(count("yolov4-tiny.cfg") * 4 + 20, 24_251_276);
+    }
+
+    #[test]
+    fn settings_of_the_last_yolo_layer_apply() {
+        let csp = fixture("yolov4-csp.cfg");
+        assert!(csp.letter_box);
+        assert_eq!(csp.nms_kind, NmsKind::Diou);
+        let tiny = fixture("yolov4-tiny.cfg");
+        assert!(!tiny.letter_box);
+        assert_eq!(tiny.nms_kind, NmsKind::Greedy);
+        assert_eq!(fixture("yolov3-tiny.cfg").nms_kind, NmsKind::Default);
+    }
+
+    fn pool_after_conv(pool: &str, size: usize) -> Layer {
+        let text = format!("[net]\nwidth={size}\nheight={size}\n[convolutional]\nfilters=255\nsize=1\n{pool}\n[yolo]\nmask=0,1,2\nanchors=1,1,2,2,3,3\nnum=3\nclasses=80\n");
+        parse(&text).unwrap().layers[1].clone()
+    }
+
+    #[test]
+    fn maxpool_padding_follows_darknet() {
+        // Size 2, stride 1 (yolov3-tiny): same size out, the extra pixel after the image.
+        let layer = pool_after_conv("[maxpool]\nsize=2\nstride=1", 32);
+        assert_eq!(layer.output.width, 32);
+        let LayerKind::MaxPool { pad_begin, pad_end, .. } = layer.kind else { panic!("not a pool") };
+        assert_eq!((pad_begin, pad_end), ([0, 0], [1, 1]));
+
+        // SPP pools: size 5, stride 1, centred.
+        let layer = pool_after_conv("[maxpool]\nsize=5\nstride=1", 32);
+        let LayerKind::MaxPool { pad_begin, pad_end, .. } = layer.kind else { panic!("not a pool") };
+        assert_eq!((pad_begin, pad_end), ([2, 2], [2, 2]));
+
+        // Size 2, stride 2 halves with no padding used.
+        let layer = pool_after_conv("[maxpool]\nsize=2\nstride=2", 64);
+        assert_eq!(layer.output.width, 32);
+        let LayerKind::MaxPool { pad_begin, pad_end, .. } = layer.kind else { panic!("not a pool") };
+        assert_eq!((pad_begin, pad_end), ([0, 0], [0, 0]));
+    }
+
+    #[test]
+    fn yolo_channels_must_fit_mask_and_classes() {
+        let text = "[net]\nwidth=32\nheight=32\n[convolutional]\nfilters=254\nsize=1\n[yolo]\nmask=0,1,2\nanchors=1,1,2,2,3,3\nnum=3\nclasses=80\n";
+        let error = parse(text).unwrap_err().to_string();
+        assert!(error.contains("t.cfg:7: [yolo]"), "{error}");
+        assert!(error.contains("254 channels"), "{error}");
+        assert!(error.contains("needs 255"), "{error}");
+    }
+
+    #[test]
+    fn shortcut_shapes_must_agree() {
+        let text = "[net]\nwidth=32\nheight=32\n[convolutional]\nfilters=8\nsize=1\n[convolutional]\nfilters=16\nsize=1\n[shortcut]\nfrom=-2\n";
+        let error = parse(text).unwrap_err().to_string();
+        assert!(error.contains("t.cfg:10: [shortcut]"), "{error}");
+        assert!(error.contains("same shape"), "{error}");
+    }
+}
