@@ -7,8 +7,10 @@ use std::path::Path;
 use super::layers::{Convolution, LayerKind, Network};
 use super::DarknetError;
 
-/// Darknet adds this to the variance before the square root (`normalize_cpu`).
-const BATCH_NORM_EPSILON: f32 = 0.00001;
+/// Darknet adds this to the variance before the square root (`normalize_cpu`
+/// and `fuse_conv_batchnorm` in AlexeyAB/darknet). OpenCV's darknet importer
+/// uses 1e-6, so its outputs differ slightly from darknet's on real weights.
+const BATCH_NORM_EPSILON: f64 = 0.00001;
 
 /// How many parameters one convolution stores, in file order: biases, then
 /// (with batch normalisation) scales, rolling means and rolling variances,
@@ -116,14 +118,15 @@ pub fn parse_weights(bytes: &[u8], file: &str, network: &Network) -> Result<Vec<
         .collect())
 }
 
-/// Folds `scale · (conv − mean) / √(variance + ε) + bias` into the kernel and bias.
+/// Folds `scale · (conv − mean) / √(variance + ε) + bias` into the kernel and
+/// bias, in double precision as darknet's `fuse_conv_batchnorm` does.
 fn fold_batch_norm(mut kernel: Vec<f32>, bias: &[f32], scales: &[f32], means: &[f32], variances: &[f32]) -> ConvParams {
     let per_filter = kernel.len() / bias.len().max(1);
     let mut folded_bias = Vec::with_capacity(bias.len());
     for (filter, weights) in kernel.chunks_mut(per_filter.max(1)).enumerate() {
-        let factor = scales[filter] / (variances[filter] + BATCH_NORM_EPSILON).sqrt();
-        weights.iter_mut().for_each(|w| *w *= factor);
-        folded_bias.push(bias[filter] - means[filter] * factor);
+        let factor = scales[filter] as f64 / (variances[filter] as f64 + BATCH_NORM_EPSILON).sqrt();
+        weights.iter_mut().for_each(|w| *w = (*w as f64 * factor) as f32);
+        folded_bias.push((bias[filter] as f64 - means[filter] as f64 * factor) as f32);
     }
     ConvParams { kernel, bias: folded_bias }
 }
@@ -146,9 +149,11 @@ mod tests {
     #[test]
     fn batch_norm_folds_into_kernel_and_bias() {
         let folded = fold_batch_norm(vec![1.0, 2.0, 3.0, 4.0], &[0.5, -1.0], &[2.0, 1.0], &[1.0, 0.0], &[4.0, 1.0]);
-        let factor0 = 2.0 / (4.0f32 + BATCH_NORM_EPSILON).sqrt();
-        let factor1 = 1.0 / (1.0f32 + BATCH_NORM_EPSILON).sqrt();
-        assert_eq!(folded.kernel, vec![factor0, 2.0 * factor0, 3.0 * factor1, 4.0 * factor1]);
-        assert_eq!(folded.bias, vec![0.5 - factor0, -1.0]);
+        // Darknet's epsilon is 1e-5, written out so that a changed constant fails here.
+        let factor0 = 2.0 / (4.0f64 + 1e-5).sqrt();
+        let factor1 = 1.0 / (1.0f64 + 1e-5).sqrt();
+        let expected_kernel = [factor0, 2.0 * factor0, 3.0 * factor1, 4.0 * factor1].map(|w| w as f32);
+        assert_eq!(folded.kernel, expected_kernel.to_vec());
+        assert_eq!(folded.bias, vec![(0.5 - factor0) as f32, -1.0]);
     }
 }
