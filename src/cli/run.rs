@@ -1,9 +1,34 @@
-//! `edgedet run`: the daemon.
+//! `edgedet run`: the detection daemon under a config file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::daemon::{self, Echo, RunOptions, Shutdown};
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Config file (TOML). `edgedet config --default` prints a commented one.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Also write every detections message to stdout, one JSON object per line.
+    #[arg(long)]
+    echo: bool,
+    /// Exit once every source that does not loop has delivered its last
+    /// frame, as `[daemon] exit_when_done = true` does.
+    #[arg(long)]
+    exit_when_done: bool,
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("in progress")
+    let config = Config::load(&args.config)?;
+    config.check_files()?;
+
+    let shutdown = Shutdown::new();
+    let _signals = shutdown.trigger_on_signals().context("installing the SIGTERM and SIGINT handlers")?;
+    let options =
+        RunOptions { echo: if args.echo { Echo::Stdout } else { Echo::Off }, exit_when_done: args.exit_when_done };
+    daemon::run(&config, options, shutdown)?;
+    Ok(())
 }

@@ -1,5 +1,436 @@
-//! The daemon's TOML configuration.
+//! The daemon's configuration: a TOML file read once into a validated [`Config`].
+//!
+//! Reading takes two steps, as a command line is parsed into low-level and
+//! then settled arguments. [`file::ConfigFile`] mirrors the TOML tables:
+//! serde rejects unknown keys, and single values check themselves
+//! ([`values`]) so that toml can report their line. [`Config::from_file`]
+//! then resolves what depends on the surroundings (the host name, paths
+//! relative to the config file's directory) and checks rules that span
+//! several keys. Nothing here opens model or image files;
+//! [`Config::check_files`] only checks that they exist.
+//!
+//! [`DEFAULT_CONFIG`] is the commented default config that
+//! `edgedet config --default` prints. A test parses it and compares it with
+//! the defaults of [`file`], so the two cannot drift apart.
 
-#[derive(Debug, thiserror::Error)]
-#[error("config in progress")]
-pub struct ConfigError;
+mod error;
+pub mod file;
+pub mod values;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+pub use file::SourceKind;
+pub use values::Qos;
+
+use crate::detector::DetectorOptions;
+use crate::model::ModelSpec;
+use file::{CameraSection, ConfigFile, MqttSection};
+use values::TopicLevel;
+
+/// The commented default config, as `edgedet config --default` prints it.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A validated configuration, with defaults applied and paths resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file this config was read from, for messages.
+    pub path: PathBuf,
+    /// Second level of every topic.
+    pub device_id: String,
+    /// Exit once every non-looping source has finished.
+    pub exit_when_done: bool,
+    pub model: ModelConfig,
+    pub mqtt: MqttConfig,
+    /// At least one, with unique names.
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[model]`, with paths resolved against the config file's directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub spec: ModelSpec,
+    pub detector: DetectorOptions,
+}
+
+/// `[mqtt]`, with the client id resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub embedded_broker: bool,
+    pub client_id: String,
+    pub credentials: Option<Credentials>,
+    /// QoS of detections and stats.
+    pub qos: Qos,
+    /// `None` when keep-alive is off.
+    pub keep_alive: Option<Duration>,
+    /// Levels before the device id, without a trailing `/`.
+    pub topic_prefix: String,
+    /// `None` when stats are off.
+    pub stats_interval: Option<Duration>,
+    /// Capacity of the queue of messages waiting for the broker.
+    pub max_queued: usize,
+    /// Cap of the reconnection backoff.
+    pub reconnect_max: Duration,
+}
+
+/// Broker login. `Debug` leaves the password out, so that logging a config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    /// Empty when the config sets only a username.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<hidden>").finish()
+    }
+}
+
+/// One `[[cameras]]` entry, with its path resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CameraConfig {
+    pub name: String,
+    pub source: SourceKind,
+    pub path: PathBuf,
+    pub looping: bool,
+    /// Minimum time between the starts of two frames; `None` for no limit.
+    pub frame_interval: Option<Duration>,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file cannot be read or is invalid; the
+    /// message names the file, the key and, where there is one, the line.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_text(path, &text)
+    }
+
+    /// Validates `text`, the contents of the config file at `path`. Relative
+    /// paths in it are resolved against the directory of `path`.
+    ///
+    /// # Errors
+    /// As [`Config::load`], except for reading.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::parse(path, text)?;
+        Config::from_file(path, text, file)
+    }
+
+    /// Resolves and cross-checks a parsed file. `text` is the file's
+    /// contents, used to turn the spans in `file` into line numbers.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key that breaks a rule.
+    pub fn from_file(path: &Path, text: &str, file: ConfigFile) -> Result<Config, ConfigError> {
+        let base = path.parent().unwrap_or(Path::new(""));
+
+        let device_id = match file.device.id {
+            Some(id) => id.to_string(),
+            None => device_id_from_host_name(path)?,
+        };
+        let mqtt = resolve_mqtt(path, text, file.mqtt, &device_id)?;
+        let cameras = resolve_cameras(path, text, base, file.cameras)?;
+
+        let model = ModelConfig {
+            spec: ModelSpec {
+                path: base.join(&file.model.path),
+                weights: file.model.weights.map(|weights| base.join(weights)),
+                names: file.model.names.map(|names| base.join(names)),
+                size: file.model.size,
+            },
+            detector: DetectorOptions {
+                threshold: file.model.threshold.get(),
+                nms_threshold: file.model.nms_threshold.get(),
+            },
+        };
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            device_id,
+            exit_when_done: file.daemon.exit_when_done,
+            model,
+            mqtt,
+            cameras,
+        })
+    }
+
+    /// Checks that the model files and frame source paths exist, and that
+    /// each source path is a file or a folder as its `source` key requires.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first missing path and the key that names it.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.require_path("model.path", &self.model.spec.path)?;
+        if let Some(weights) = &self.model.spec.weights {
+            self.require_path("model.weights", weights)?;
+        }
+        if let Some(names) = &self.model.spec.names {
+            self.require_path("model.names", names)?;
+        }
+
+        for camera in &self.cameras {
+            let key = format!("cameras {:?} path", camera.name);
+            let metadata = self.require_path(&key, &camera.path)?;
+            let expected_folder = camera.source == SourceKind::Folder;
+            if metadata.is_dir() != expected_folder {
+                let found = if metadata.is_dir() { "a folder" } else { "not a folder" };
+                return Err(ConfigError::unlocated(
+                    &self.path,
+                    format!(
+                        "{key} {} is {found}, but source = {:?} expects {}",
+                        camera.path.display(),
+                        camera.source.as_str(),
+                        if expected_folder { "a folder" } else { "an image file" }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn require_path(&self, key: &str, target: &Path) -> Result<std::fs::Metadata, ConfigError> {
+        std::fs::metadata(target).map_err(|source| ConfigError::MissingFile {
+            path: self.path.clone(),
+            key: key.to_string(),
+            target: target.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl ConfigFile {
+    /// Parses the TOML `text` of the config file at `path`, without resolving or cross-checking it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for TOML syntax errors, unknown keys, values
+    /// of the wrong type and values out of range, with the key and line.
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|error| toml_error(path, text, &error, None))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let key = key_path(error.path());
+            toml_error(path, text, error.inner(), Some(&key))
+        })
+    }
+}
+
+/// Writes a serde path as a TOML key such as `cameras[0].name`, leaving out
+/// the internal field names through which `toml::Spanned` deserializes.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: name } | Segment::Enum { variant: name } => {
+                if name.starts_with("$__serde_spanned") {
+                    continue;
+                }
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    key
+}
+
+/// Converts a toml error into a one-line [`ConfigError`]: toml's own
+/// `Display` spreads over several lines with a source excerpt, which does not
+/// suit a log line.
+fn toml_error(path: &Path, text: &str, error: &toml::de::Error, key: Option<&str>) -> ConfigError {
+    let message = error.message().trim_end();
+    let message = match key {
+        Some(key) if !key.is_empty() => format!("{key}: {message}"),
+        _ => message.to_string(),
+    };
+    match error.span() {
+        // toml gives a missing top-level key an empty span at 0 or a span over
+        // the whole document. Either would point at line 1 for no reason.
+        Some(span) if !(span.start == 0 && (span.end == 0 || span.end >= text.trim_end().len())) => {
+            ConfigError::at(path, text, span, message)
+        }
+        _ => ConfigError::unlocated(path, message),
+    }
+}
+
+fn device_id_from_host_name(path: &Path) -> Result<String, ConfigError> {
+    let host_name = gethostname::gethostname().to_string_lossy().into_owned();
+    TopicLevel::try_from(host_name.clone()).map(|id| id.to_string()).map_err(|reason| {
+        ConfigError::unlocated(
+            path,
+            format!("device.id is not set and the host name {host_name:?} cannot replace it ({reason}): set device.id"),
+        )
+    })
+}
+
+fn resolve_mqtt(path: &Path, text: &str, mqtt: MqttSection, device_id: &str) -> Result<MqttConfig, ConfigError> {
+    let host = mqtt.host.get_ref().trim().to_string();
+    if host.is_empty() {
+        return Err(ConfigError::at(path, text, mqtt.host.span(), "mqtt.host: expected a host name or IP address"));
+    }
+    if mqtt.embedded_broker && host.parse::<IpAddr>().is_err() {
+        return Err(ConfigError::at(
+            path,
+            text,
+            mqtt.host.span(),
+            format!("mqtt.host: {host:?} is not an IP address, which embedded_broker = true needs to listen on"),
+        ));
+    }
+
+    let credentials = match (mqtt.username, mqtt.password) {
+        (Some(username), password) => {
+            Some(Credentials { username, password: password.map(|p| p.into_inner()).unwrap_or_default() })
+        }
+        (None, Some(password)) => {
+            return Err(ConfigError::at(path, text, password.span(), "mqtt.password is set but mqtt.username is not"));
+        }
+        (None, None) => None,
+    };
+
+    let client_id = match mqtt.client_id {
+        Some(client_id) if client_id.is_empty() => {
+            return Err(ConfigError::unlocated(path, "mqtt.client_id: expected a non-empty client id"));
+        }
+        Some(client_id) => client_id,
+        None => format!("edgedet-{device_id}"),
+    };
+
+    let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    Ok(MqttConfig {
+        host,
+        port: mqtt.port.get(),
+        embedded_broker: mqtt.embedded_broker,
+        client_id,
+        credentials,
+        qos: mqtt.qos,
+        keep_alive: seconds(u64::from(mqtt.keep_alive_s)),
+        topic_prefix: mqtt.topic_prefix.to_string(),
+        stats_interval: seconds(mqtt.stats_interval_s),
+        max_queued: mqtt.max_queued.get(),
+        reconnect_max: Duration::from_secs(mqtt.reconnect_max_s.get()),
+    })
+}
+
+fn resolve_cameras(
+    path: &Path,
+    text: &str,
+    base: &Path,
+    cameras: toml::Spanned<Vec<toml::Spanned<CameraSection>>>,
+) -> Result<Vec<CameraConfig>, ConfigError> {
+    if cameras.get_ref().is_empty() {
+        return Err(ConfigError::at(path, text, cameras.span(), "cameras: expected at least one [[cameras]] entry"));
+    }
+
+    let mut resolved: Vec<CameraConfig> = Vec::with_capacity(cameras.get_ref().len());
+    for (index, camera) in cameras.into_inner().into_iter().enumerate() {
+        let span = camera.span();
+        let camera = camera.into_inner();
+        let name = camera.name.get_ref().to_string();
+
+        if resolved.iter().any(|earlier| earlier.name == name) {
+            return Err(ConfigError::at(
+                path,
+                text,
+                camera.name.span(),
+                format!("cameras[{index}].name: {name:?} is used by an earlier camera; names must be unique"),
+            ));
+        }
+
+        let frame_interval = match (camera.interval_ms, camera.fps) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    span,
+                    format!("cameras[{index}] ({name:?}): set interval_ms or fps, not both"),
+                ));
+            }
+            (Some(0), None) | (None, None) => None,
+            (Some(ms), None) => Some(Duration::from_millis(ms)),
+            (None, Some(fps)) => Some(Duration::from_secs_f64(1.0 / fps.get())),
+        };
+
+        resolved.push(CameraConfig {
+            name,
+            source: camera.source,
+            path: base.join(&camera.path),
+            looping: camera.looping,
+            frame_interval,
+        });
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[model]
+path = "yolo/yolov4-tiny.cfg"
+
+[[cameras]]
+name = "door"
+source = "image"
+path = "images/door.jpg"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_text(Path::new("/etc/edgedet/edgedet.toml"), text)
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_directory() {
+        let config = parse(MINIMAL).expect("minimal config is valid");
+        assert_eq!(config.model.spec.path, Path::new("/etc/edgedet/yolo/yolov4-tiny.cfg"));
+        assert_eq!(config.cameras[0].path, Path::new("/etc/edgedet/images/door.jpg"));
+    }
+
+    #[test]
+    fn client_id_defaults_to_device_id() {
+        let text = format!("[device]\nid = \"porch\"\n{MINIMAL}");
+        let config = parse(&text).expect("config is valid");
+        assert_eq!(config.device_id, "porch");
+        assert_eq!(config.mqtt.client_id, "edgedet-porch");
+    }
+
+    #[test]
+    fn fps_becomes_frame_interval() {
+        let text = MINIMAL.replace("path = \"images/door.jpg\"", "path = \"images/door.jpg\"\nfps = 4.0");
+        let config = parse(&text).expect("config is valid");
+        assert_eq!(config.cameras[0].frame_interval, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn password_without_username_is_rejected() {
+        let text = format!("{MINIMAL}\n[mqtt]\npassword = \"secret\"\n");
+        let message = parse(&text).expect_err("password alone is invalid").to_string();
+        assert!(message.contains("mqtt.password"), "{message}");
+        assert!(message.contains(":11:"), "{message}");
+    }
+
+    #[test]
+    fn credentials_debug_hides_password() {
+        let credentials = Credentials { username: "user".into(), password: "secret".into() };
+        assert!(!format!("{credentials:?}").contains("secret"));
+    }
+
+    #[test]
+    fn embedded_broker_needs_ip_address() {
+        let text = format!("{MINIMAL}\n[mqtt]\nembedded_broker = true\nhost = \"localhost\"\n");
+        let message = parse(&text).expect_err("host name with embedded broker is invalid").to_string();
+        assert!(message.contains("not an IP address"), "{message}");
+    }
+}

@@ -1,1 +1,94 @@
-//! In progress.
+//! Frame sources: where the daemon's images come from, one source per camera.
+//!
+//! A [`FrameSource`] hands out decoded frames one at a time, each with a
+//! sequence number, a name and the time it was captured. This module has the
+//! file-based sources: one image file, and the JPEG and PNG files of a folder,
+//! each optionally looping. Live cameras and streams are meant to implement
+//! the same trait. Sources do not pace themselves: the camera worker applies
+//! the configured frame rate, so that its waits can be cut short by shutdown.
+
+mod files;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+pub use files::{list_images, FileSource};
+
+use crate::config::{CameraConfig, SourceKind};
+use crate::preprocess::{PreprocessError, RgbImage};
+
+/// One decoded frame.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub image: RgbImage,
+    /// Position in the source, from 0. A frame that could not be decoded
+    /// still uses up its number, so gaps show skipped frames.
+    pub sequence: u64,
+    /// When the frame was read; for files, when reading started.
+    pub captured_at: SystemTime,
+    /// Name of the frame within its source, such as the file name `bus.jpg`.
+    pub name: String,
+    /// Time spent reading and decoding the frame.
+    pub decode_time: Duration,
+}
+
+/// Reason why a source produced no frame on this call.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameSourceError {
+    /// One frame could not be read or decoded. The source goes on with the
+    /// next frame, and does not return this error again for the same
+    /// unchanged file.
+    #[error("skipping frame {name}")]
+    Skipped {
+        name: String,
+        #[source]
+        source: Box<PreprocessError>,
+    },
+    /// The folder of a folder source could not be listed.
+    #[error("listing folder {path}")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A whole pass over the source produced no frame: no JPEG or PNG files,
+    /// or only files that have failed before.
+    #[error("{path} has no JPEG or PNG image that can be decoded")]
+    Empty { path: PathBuf },
+}
+
+impl FrameSourceError {
+    /// Returns true when only one frame is lost and the source can go on at
+    /// once, and false when the source as a whole is unavailable for now.
+    pub fn is_skipped_frame(&self) -> bool {
+        matches!(self, FrameSourceError::Skipped { .. })
+    }
+}
+
+/// A stream of frames from one camera or file set.
+pub trait FrameSource: Send {
+    /// Returns the next frame, `Ok(None)` once a source that does not loop
+    /// has delivered its last frame, or an error for this call only.
+    ///
+    /// # Errors
+    /// [`FrameSourceError::Skipped`] loses one frame, and the next call goes
+    /// on. Other errors mean the source is unavailable; a looping source may
+    /// recover on a later call, so callers should wait before retrying.
+    fn next_frame(&mut self) -> Result<Option<Frame>, FrameSourceError>;
+
+    /// Returns whether the source starts over after its last frame instead of ending.
+    fn is_looping(&self) -> bool;
+
+    /// Kind and location for logs, such as `folder /var/lib/edgedet/images`.
+    fn description(&self) -> String;
+}
+
+/// Opens the source that a camera entry describes. Opening does no I/O:
+/// a missing path shows up as an error from the first
+/// [`FrameSource::next_frame`].
+pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
+    match camera.source {
+        SourceKind::Image => Box::new(FileSource::image(camera.path.clone(), camera.looping)),
+        SourceKind::Folder => Box::new(FileSource::folder(camera.path.clone(), camera.looping)),
+    }
+}

@@ -1,0 +1,156 @@
+//! The config file's layout as serde reads it, one struct per TOML table.
+//!
+//! These structs contain the file's values, with defaults filled in. They do
+//! not resolve the host name or relative paths and do not check rules across
+//! keys: [`super::Config::from_file`] does that. The field defaults here must
+//! match the commented default config `default.toml`, and a test checks that.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::values::{FrameRate, Port, Qos, TopicLevel, TopicPrefix, UnitInterval};
+use crate::model::InputSize;
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub device: DeviceSection,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    pub cameras: Spanned<Vec<Spanned<CameraSection>>>,
+}
+
+/// `[device]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    /// Device id in topics; the host name when absent.
+    pub id: Option<TopicLevel>,
+}
+
+/// `[daemon]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    pub exit_when_done: bool,
+}
+
+/// `[model]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    #[serde(default)]
+    pub names: Option<PathBuf>,
+    #[serde(default)]
+    pub size: Option<InputSize>,
+    #[serde(default = "default_threshold")]
+    pub threshold: UnitInterval,
+    #[serde(default = "default_nms_threshold")]
+    pub nms_threshold: UnitInterval,
+}
+
+impl ModelSection {
+    /// Builds a model section with only the required path set and every other key at its default.
+    pub fn with_path(path: impl Into<PathBuf>) -> ModelSection {
+        ModelSection {
+            path: path.into(),
+            weights: None,
+            names: None,
+            size: None,
+            threshold: default_threshold(),
+            nms_threshold: default_nms_threshold(),
+        }
+    }
+}
+
+fn default_threshold() -> UnitInterval {
+    UnitInterval::try_from(0.25).expect("0.25 is within 0..=1")
+}
+
+fn default_nms_threshold() -> UnitInterval {
+    UnitInterval::try_from(0.45).expect("0.45 is within 0..=1")
+}
+
+/// `[mqtt]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    pub host: Spanned<String>,
+    pub port: Port,
+    pub embedded_broker: bool,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub qos: Qos,
+    /// Seconds; 0 turns keep-alive off. MQTT carries it as a 16-bit number.
+    pub keep_alive_s: u16,
+    pub topic_prefix: TopicPrefix,
+    /// Seconds; 0 turns stats off.
+    pub stats_interval_s: u64,
+    pub max_queued: NonZeroUsize,
+    pub reconnect_max_s: NonZeroU64,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            host: Spanned::new(0..0, "127.0.0.1".to_string()),
+            port: Port::new(1883).expect("1883 is not 0"),
+            embedded_broker: false,
+            client_id: None,
+            username: None,
+            password: None,
+            qos: Qos::AtMostOnce,
+            keep_alive_s: 30,
+            topic_prefix: TopicPrefix::try_from("edgedet".to_string()).expect("edgedet is a valid prefix"),
+            stats_interval_s: 60,
+            max_queued: NonZeroUsize::new(100).expect("100 is not 0"),
+            reconnect_max_s: NonZeroU64::new(30).expect("30 is not 0"),
+        }
+    }
+}
+
+/// `[[cameras]]`: one frame source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSection {
+    pub name: Spanned<TopicLevel>,
+    pub source: SourceKind,
+    pub path: PathBuf,
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    #[serde(default)]
+    pub fps: Option<FrameRate>,
+}
+
+/// Kind of file system entry that a camera's `path` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// One JPEG or PNG file.
+    Image,
+    /// The JPEG and PNG files of a folder, in name order.
+    Folder,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Image => "image",
+            SourceKind::Folder => "folder",
+        }
+    }
+}
