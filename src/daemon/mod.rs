@@ -90,7 +90,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(
     let (workers, counters) =
         start_workers(config, &detector, &link.publisher(), &topics, &shutdown, options.echo, exit_when_done)?;
 
-    let reporter = Arc::new(StatsReporter::new(model.description(), precision_of(&model), counters, link.publisher()));
+    let reporter = Arc::new(StatsReporter::new(model.description(), model.precision().to_string(), counters, link.publisher()));
     let stats_stop = Shutdown::new();
     let stats_thread = match config.mqtt.stats_interval {
         Some(interval) => Some(
@@ -122,13 +122,6 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(
     link.shutdown(DISCONNECT_TIMEOUT);
     info!("stopped");
     Ok(())
-}
-
-/// Extracts the precision word at the end of the model description, such as `f32`.
-// NOTE: Model has no precision accessor yet, so this relies on the
-// description format `name WxH precision` that `Model::description` documents.
-fn precision_of(model: &Model) -> String {
-    model.description().rsplit(' ').next().unwrap_or_default().to_string()
 }
 
 fn load_model(config: &Config) -> Result<Arc<Model>, DaemonError> {

@@ -125,8 +125,8 @@ pub fn decode_heads(meta: &ModelMeta, outputs: &[HeadOutput], placement: &InputP
             let (row, column) = (cell / output.grid_width, cell % output.grid_width);
             for anchor in 0..head.mask.len() {
                 let objectness = activated(head, view.value(anchor, 4, cell));
-                // Written as darknet does, so that a NaN objectness is skipped.
-                if !(objectness > threshold) {
+                // A NaN objectness is skipped too, as in darknet.
+                if objectness.is_nan() || objectness <= threshold {
                     continue;
                 }
                 let scores = (0..meta.classes)

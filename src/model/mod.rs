@@ -136,9 +136,14 @@ impl Model {
         &self.labels
     }
 
+    /// Numeric precision of the weights and activations the plan runs in.
+    pub fn precision(&self) -> &'static str {
+        "f32"
+    }
+
     /// Name, input size and precision, as logs and payloads show it: `yolov4-tiny 416x416 f32`.
     pub fn description(&self) -> String {
-        format!("{} {}x{} f32", self.meta.name, self.meta.width, self.meta.height)
+        format!("{} {}x{} {}", self.meta.name, self.meta.width, self.meta.height, self.precision())
     }
 
     /// Runs the network on one input and returns the raw output of every YOLO head, in cfg order.

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::DarknetError;
+use super::{DarknetError, InvalidValue};
 
 /// One `key=value` line.
 #[derive(Clone, Debug)]
@@ -148,14 +148,14 @@ impl<'a> SectionReader<'a> {
 
     /// An error about the value of `option`, saying what was expected.
     pub fn invalid(&self, option: &CfgOption, expected: &str) -> DarknetError {
-        DarknetError::Value {
+        DarknetError::Value(Box::new(InvalidValue {
             file: self.file.into(),
             line: option.line,
             section: self.section.name.clone(),
             key: option.key.clone(),
             value: option.value.clone(),
             expected: expected.into(),
-        }
+        }))
     }
 
     /// An error about the section as a whole.

@@ -27,8 +27,8 @@ pub enum DarknetError {
     },
     #[error("{file}:{line}: {message}")]
     Syntax { file: String, line: usize, message: String },
-    #[error("{file}:{line}: [{section}] {key}={value:?} is invalid: expected {expected}")]
-    Value { file: String, line: usize, section: String, key: String, value: String, expected: String },
+    #[error(transparent)]
+    Value(Box<InvalidValue>),
     #[error("{file}:{line}: [{section}] key {key:?} is not supported; it would change inference, so the model is not loaded")]
     UnsupportedKey { file: String, line: usize, section: String, key: String },
     #[error("{file}:{line}: [{section}] {message}")]
@@ -37,6 +37,18 @@ pub enum DarknetError {
         "{file} has {found} bytes but {cfg} needs {expected} bytes of weights (header included): is this the weights file for this cfg?"
     )]
     WeightsSize { file: String, cfg: String, expected: usize, found: usize },
+}
+
+/// A cfg value that does not parse or is out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: [{section}] {key}={value:?} is invalid: expected {expected}")]
+pub struct InvalidValue {
+    pub file: String,
+    pub line: usize,
+    pub section: String,
+    pub key: String,
+    pub value: String,
+    pub expected: String,
 }
 
 /// The parameter layout of every convolution in a cfg, in file order; what a
