@@ -108,6 +108,12 @@ pub enum PreprocessError {
         #[source]
         source: image::ImageError,
     },
+    #[error("failed to decode {name} as a JPEG image")]
+    DecodeJpeg {
+        name: String,
+        #[source]
+        source: turbojpeg::Error,
+    },
 }
 
 /// Value of network input pixels that the image does not cover: darknet's
