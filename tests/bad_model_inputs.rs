@@ -130,7 +130,10 @@ fn unknown_key_is_rejected_but_training_keys_are_not() {
     let line = line_of(&text, "fancy_option=1");
     let (_dir, cfg) = write_cfg(&text);
     let stderr = failure(detect(&cfg, Some(&real_weights()), &[], &photo()));
-    assert!(stderr.contains(&format!("broken.cfg:{line}: [convolutional] key \"fancy_option\" is not supported")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("broken.cfg:{line}: [convolutional] key \"fancy_option\" is not supported")),
+        "{stderr}"
+    );
 
     // The fixture cfg carries jitter, ignore_thresh, iou_loss, learning-rate schedules and the like.
     let cfg = repo().join("tests/fixtures/darknet/yolov4-tiny.cfg");
@@ -161,7 +164,8 @@ fn other_input_sizes_still_find_the_dog() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["model"], "yolov4-tiny 608x320 f32");
-    let labels: Vec<&str> = report["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> =
+        report["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
     assert!(labels.contains(&"dog"), "{labels:?}");
 }
 
@@ -205,7 +209,11 @@ fn identity_onnx(with_meta: bool) -> tract_onnx::pb::ModelProto {
         })),
         ..Default::default()
     };
-    let value = |name: &str| ValueInfoProto { name: name.into(), r#type: Some(tensor_type(&[1, 3, 416, 416])), ..Default::default() };
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(tensor_type(&[1, 3, 416, 416])),
+        ..Default::default()
+    };
     let meta = r#"{"version":1,"name":"fake","width":416,"height":416,"channels":3,"classes":80,"letter_box":false,"nms_kind":"default","beta_nms":0.6,"heads":[{"anchors":[[10.0,14.0]],"mask":[0],"scale_x_y":1.0,"new_coords":false}]}"#;
     ModelProto {
         ir_version: 7,

@@ -49,7 +49,11 @@ fn reference(photo: &str) -> Vec<Found> {
         .iter()
         .map(|d| {
             let b: Vec<f64> = d["box_xywh"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            Found { label: d["label"].as_str().unwrap().into(), score: d["score"].as_f64().unwrap(), rect: [b[0], b[1], b[2], b[3]] }
+            Found {
+                label: d["label"].as_str().unwrap().into(),
+                score: d["score"].as_f64().unwrap(),
+                rect: [b[0], b[1], b[2], b[3]],
+            }
         })
         .collect()
 }
@@ -100,7 +104,10 @@ fn disagreements(photo: &str, found: &[Found]) -> Vec<String> {
             Some(got) => {
                 let overlap = iou(&got.rect, &want.rect);
                 if overlap < 0.90 {
-                    problems.push(format!("{photo}: {} box {:?} has IoU {overlap:.3} with darknet's {:?}", want.label, got.rect, want.rect));
+                    problems.push(format!(
+                        "{photo}: {} box {:?} has IoU {overlap:.3} with darknet's {:?}",
+                        want.label, got.rect, want.rect
+                    ));
                 }
                 if (got.score - want.score).abs() > 0.03 {
                     problems.push(format!("{photo}: {} score {:.4}, darknet {:.4}", want.label, got.score, want.score));
@@ -111,7 +118,10 @@ fn disagreements(photo: &str, found: &[Found]) -> Vec<String> {
     for extra in found.iter().filter(|f| f.score >= 0.35) {
         let known = expected.iter().any(|d| d.label == extra.label && iou(&d.rect, &extra.rect) >= 0.5);
         if !known {
-            problems.push(format!("{photo}: {} {:.4} at {:?} is not in darknet's output", extra.label, extra.score, extra.rect));
+            problems.push(format!(
+                "{photo}: {} {:.4} at {:?} is not in darknet's output",
+                extra.label, extra.score, extra.rect
+            ));
         }
     }
     problems
@@ -173,8 +183,9 @@ fn draw_writes_annotated_copies() {
     let drawn = image::open(dir.path().join("dog.jpg")).unwrap().to_rgb8();
     let original = image::open(repo().join("tests/fixtures/images/dog.jpg")).unwrap().to_rgb8();
     assert_eq!(drawn.dimensions(), original.dimensions());
-    let changed = drawn.pixels().zip(original.pixels()).filter(|(a, b)| {
-        a.0.iter().zip(b.0.iter()).any(|(x, y)| (*x as i32 - *y as i32).abs() > 40)
-    });
+    let changed = drawn
+        .pixels()
+        .zip(original.pixels())
+        .filter(|(a, b)| a.0.iter().zip(b.0.iter()).any(|(x, y)| (*x as i32 - *y as i32).abs() > 40));
     assert!(changed.count() > 1000, "boxes and labels should change many pixels");
 }

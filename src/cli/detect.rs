@@ -52,7 +52,12 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn spec(&self) -> ModelSpec {
-        ModelSpec { path: self.model.clone(), weights: self.weights.clone(), names: self.names.clone(), size: self.size }
+        ModelSpec {
+            path: self.model.clone(),
+            weights: self.weights.clone(),
+            names: self.names.clone(),
+            size: self.size,
+        }
     }
 
     /// Loads the model, with the path in the error context.

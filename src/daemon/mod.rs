@@ -90,7 +90,8 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(
     let (workers, counters) =
         start_workers(config, &detector, &link.publisher(), &topics, &shutdown, options.echo, exit_when_done)?;
 
-    let reporter = Arc::new(StatsReporter::new(model.description(), model.precision().to_string(), counters, link.publisher()));
+    let reporter =
+        Arc::new(StatsReporter::new(model.description(), model.precision().to_string(), counters, link.publisher()));
     let stats_stop = Shutdown::new();
     let stats_thread = match config.mqtt.stats_interval {
         Some(interval) => Some(

@@ -65,7 +65,14 @@ fn activated(head: &YoloHead, raw: f32) -> f32 {
 }
 
 /// Decodes the box of `anchor` at cell (`column`, `row`), relative to the network input.
-fn anchor_box(head: &YoloHead, view: &HeadView<'_>, anchor: usize, column: usize, row: usize, net: (f32, f32)) -> RelativeBox {
+fn anchor_box(
+    head: &YoloHead,
+    view: &HeadView<'_>,
+    anchor: usize,
+    column: usize,
+    row: usize,
+    net: (f32, f32),
+) -> RelativeBox {
     let cell = row * view.output.grid_width + column;
     let [anchor_w, anchor_h] = head.anchors[head.mask[anchor]];
     let scale = head.scale_x_y;
@@ -95,7 +102,13 @@ fn view<'a>(head: &YoloHead, classes: usize, output: &'a HeadOutput) -> Option<H
 /// Decodes every anchor of one head without thresholds, ordered by cell row,
 /// then column, then anchor (the order OpenCV's darknet importer uses).
 /// Returns nothing when `output` does not have the head's size.
-pub fn head_rows(head: &YoloHead, classes: usize, net_width: u32, net_height: u32, output: &HeadOutput) -> Vec<AnchorRow> {
+pub fn head_rows(
+    head: &YoloHead,
+    classes: usize,
+    net_width: u32,
+    net_height: u32,
+    output: &HeadOutput,
+) -> Vec<AnchorRow> {
     let Some(view) = view(head, classes, output) else { return Vec::new() };
     let net = (net_width as f32, net_height as f32);
     let mut rows = Vec::with_capacity(view.cells * head.mask.len());
@@ -105,8 +118,9 @@ pub fn head_rows(head: &YoloHead, classes: usize, net_width: u32, net_height: u3
             for anchor in 0..head.mask.len() {
                 let b = anchor_box(head, &view, anchor, column, row, net);
                 let objectness = activated(head, view.value(anchor, 4, cell));
-                let class_scores =
-                    (0..classes).map(|class| objectness * activated(head, view.value(anchor, 5 + class, cell))).collect();
+                let class_scores = (0..classes)
+                    .map(|class| objectness * activated(head, view.value(anchor, 5 + class, cell)))
+                    .collect();
                 rows.push(AnchorRow { x: b.x, y: b.y, w: b.w, h: b.h, objectness, class_scores });
             }
         }
@@ -116,7 +130,12 @@ pub fn head_rows(head: &YoloHead, classes: usize, net_width: u32, net_height: u3
 
 /// Decodes all heads into candidates whose objectness is above `threshold`,
 /// with boxes relative to the original image (letterbox undone).
-pub fn decode_heads(meta: &ModelMeta, outputs: &[HeadOutput], placement: &InputPlacement, threshold: f32) -> Vec<Candidate> {
+pub fn decode_heads(
+    meta: &ModelMeta,
+    outputs: &[HeadOutput],
+    placement: &InputPlacement,
+    threshold: f32,
+) -> Vec<Candidate> {
     let net = (meta.width as f32, meta.height as f32);
     let mut candidates = Vec::new();
     for (head, output) in meta.heads.iter().zip(outputs) {

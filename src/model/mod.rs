@@ -89,7 +89,11 @@ pub enum ModelError {
     #[error(transparent)]
     Onnx(#[from] onnx::OnnxError),
     #[error("reading class names from {path}")]
-    Names { path: String, #[source] source: std::io::Error },
+    Names {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} lists {found} class names but the model has {expected} classes")]
     NamesCount { path: String, found: usize, expected: usize },
     #[error("running the model")]

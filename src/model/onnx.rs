@@ -65,7 +65,11 @@ pub enum OnnxError {
 /// Unreadable file, missing or invalid metadata, or a layout other than the one described in the module docs.
 pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<(Plan, ModelMeta), OnnxError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { action: "reading ONNX model", path: name.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        action: "reading ONNX model",
+        path: name.clone(),
+        source,
+    })?;
     let proto = ModelProto::decode(bytes.as_slice())
         .map_err(|source| OnnxError::Parse { path: name.clone(), source: source.into() })?;
     let mut meta = read_meta(path, &proto)?;
@@ -102,12 +106,13 @@ pub fn plan_from_proto(proto: &ModelProto, meta: &ModelMeta, name: &str, resized
         .model_for_proto_model(proto)
         .map_err(|source| OnnxError::Parse { path: name.into(), source })?;
     let input_shape = [1, meta.channels as usize, meta.height as usize, meta.width as usize];
-    model
-        .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), input_shape))
-        .map_err(|source| layout(format!("its input does not accept a 1×{}×{}×{} float tensor ({source})", meta.channels, meta.height, meta.width)))?;
-    let optimised = model
-        .into_optimized()
-        .map_err(|source| OnnxError::Optimise { path: name.into(), source })?;
+    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), input_shape)).map_err(|source| {
+        layout(format!(
+            "its input does not accept a 1×{}×{}×{} float tensor ({source})",
+            meta.channels, meta.height, meta.width
+        ))
+    })?;
+    let optimised = model.into_optimized().map_err(|source| OnnxError::Optimise { path: name.into(), source })?;
     check_outputs(&optimised, meta).map_err(layout)?;
     optimised.into_runnable().map_err(|source| OnnxError::Optimise { path: name.into(), source })
 }
@@ -151,7 +156,8 @@ fn read_meta(path: &Path, proto: &ModelProto) -> Result<ModelMeta, OnnxError> {
             path: sidecar.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| OnnxError::InvalidMeta { path: sidecar.display().to_string(), message: e.to_string() })?
+        toml::from_str(&text)
+            .map_err(|e| OnnxError::InvalidMeta { path: sidecar.display().to_string(), message: e.to_string() })?
     } else {
         return Err(OnnxError::MissingMeta { path: name, sidecar: sidecar.display().to_string() });
     };

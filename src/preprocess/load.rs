@@ -83,7 +83,8 @@ fn decode_jpeg(bytes: &[u8], name: &str) -> Result<RgbImage, PreprocessError> {
     };
     let (width, height) = (decoded.width as u32, decoded.height as u32);
     // from_raw only fails when the buffer is shorter than width × height × 3.
-    RgbImage::from_raw(width, height, pixels).ok_or_else(|| PreprocessError::Truncated { name: name.to_string(), format: "JPEG" })
+    RgbImage::from_raw(width, height, pixels)
+        .ok_or_else(|| PreprocessError::Truncated { name: name.to_string(), format: "JPEG" })
 }
 
 /// Converts any decoded layout to 8-bit RGB as stb_image does.

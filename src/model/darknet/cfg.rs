@@ -116,9 +116,12 @@ impl<'a> SectionReader<'a> {
     pub fn float(&mut self, key: &'a str, default: f32) -> Result<f32, DarknetError> {
         match self.raw(key) {
             None => Ok(default),
-            Some(option) => {
-                option.value.parse::<f32>().ok().filter(|value| value.is_finite()).ok_or_else(|| self.invalid(option, "a number"))
-            }
+            Some(option) => option
+                .value
+                .parse::<f32>()
+                .ok()
+                .filter(|value| value.is_finite())
+                .ok_or_else(|| self.invalid(option, "a number")),
         }
     }
 
@@ -130,9 +133,7 @@ impl<'a> SectionReader<'a> {
     pub fn int_list(&mut self, key: &'a str) -> Result<Option<Vec<i64>>, DarknetError> {
         let Some(option) = self.raw(key) else { return Ok(None) };
         let values = split_list(&option.value)
-            .map(|item| {
-                item.parse::<i64>().map_err(|_| self.invalid(option, "a comma-separated list of integers"))
-            })
+            .map(|item| item.parse::<i64>().map_err(|_| self.invalid(option, "a comma-separated list of integers")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(values))
     }
@@ -160,7 +161,12 @@ impl<'a> SectionReader<'a> {
 
     /// An error about the section as a whole.
     pub fn section_error(&self, message: String) -> DarknetError {
-        DarknetError::Layer { file: self.file.into(), line: self.section.line, section: self.section.name.clone(), message }
+        DarknetError::Layer {
+            file: self.file.into(),
+            line: self.section.line,
+            section: self.section.name.clone(),
+            message,
+        }
     }
 
     /// Rejects keys that were never read unless `ignored` lists them as

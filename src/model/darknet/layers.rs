@@ -70,14 +70,29 @@ pub enum LayerKind {
     Convolution(Convolution),
     /// Concatenates the listed layers along channels, taking group `group_id`
     /// of `groups` equal channel slices from each.
-    Route { inputs: Vec<usize>, groups: usize, group_id: usize },
+    Route {
+        inputs: Vec<usize>,
+        groups: usize,
+        group_id: usize,
+    },
     /// Adds the output of layer `from` to the previous layer's output.
-    Shortcut { from: usize, activation: Activation },
+    Shortcut {
+        from: usize,
+        activation: Activation,
+    },
     /// Max pooling; out-of-image pixels never win. `pad_begin`/`pad_end` are
     /// per axis (y, x), derived from darknet's `padding`.
-    MaxPool { size: usize, stride_y: usize, stride_x: usize, pad_begin: [usize; 2], pad_end: [usize; 2] },
+    MaxPool {
+        size: usize,
+        stride_y: usize,
+        stride_x: usize,
+        pad_begin: [usize; 2],
+        pad_end: [usize; 2],
+    },
     /// Nearest-neighbour upsampling by an integer factor.
-    Upsample { stride: usize },
+    Upsample {
+        stride: usize,
+    },
     /// A detection head; its raw input is a model output.
     Yolo(YoloHead),
 }
@@ -106,24 +121,99 @@ pub struct Network {
 
 /// Keys of `[net]` that only steer training or data augmentation.
 const NET_TRAINING_KEYS: &[&str] = &[
-    "batch", "subdivisions", "momentum", "decay", "angle", "saturation", "exposure", "hue", "learning_rate",
-    "burn_in", "max_batches", "policy", "steps", "scales", "step", "gamma", "power", "mosaic", "mosaic_bound",
-    "cutmix", "mixup", "blur", "gaussian_noise", "flip", "adam", "B1", "B2", "eps", "max_chart_loss",
-    "seq_scales", "track", "time_steps", "augment_speed", "sequential_subdivisions", "try_fix_nan", "loss_scale",
-    "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB", "label_smooth_eps", "resize_step",
-    "random", "contrastive", "contrastive_jit_flip", "contrastive_color", "unsupervised", "equidistant_point",
-    "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "weights_reject_freq", "ema_alpha",
-    "adversarial_lr", "attention", "show_imgs", "max_crop", "min_crop", "aspect", "inputs", "max_epochs",
-    "rescore", "burnin_update", "init_sigmas", "train_imgs",
+    "batch",
+    "subdivisions",
+    "momentum",
+    "decay",
+    "angle",
+    "saturation",
+    "exposure",
+    "hue",
+    "learning_rate",
+    "burn_in",
+    "max_batches",
+    "policy",
+    "steps",
+    "scales",
+    "step",
+    "gamma",
+    "power",
+    "mosaic",
+    "mosaic_bound",
+    "cutmix",
+    "mixup",
+    "blur",
+    "gaussian_noise",
+    "flip",
+    "adam",
+    "B1",
+    "B2",
+    "eps",
+    "max_chart_loss",
+    "seq_scales",
+    "track",
+    "time_steps",
+    "augment_speed",
+    "sequential_subdivisions",
+    "try_fix_nan",
+    "loss_scale",
+    "dynamic_minibatch",
+    "optimized_memory",
+    "workspace_size_limit_MB",
+    "label_smooth_eps",
+    "resize_step",
+    "random",
+    "contrastive",
+    "contrastive_jit_flip",
+    "contrastive_color",
+    "unsupervised",
+    "equidistant_point",
+    "badlabels_rejection_percentage",
+    "num_sigmas_reject_badlabels",
+    "weights_reject_freq",
+    "ema_alpha",
+    "adversarial_lr",
+    "attention",
+    "show_imgs",
+    "max_crop",
+    "min_crop",
+    "aspect",
+    "inputs",
+    "max_epochs",
+    "rescore",
+    "burnin_update",
+    "init_sigmas",
+    "train_imgs",
 ];
 
 const CONV_TRAINING_KEYS: &[&str] = &["stopbackward", "train", "dontload", "dontloadscales", "learning_rate"];
 
 const YOLO_TRAINING_KEYS: &[&str] = &[
-    "jitter", "ignore_thresh", "truth_thresh", "iou_thresh", "random", "resize", "iou_normalizer",
-    "cls_normalizer", "obj_normalizer", "iou_loss", "iou_thresh_kind", "max_delta", "objectness_smooth",
-    "counters_per_class", "label_smooth_eps", "focal_loss", "max", "show_details", "embedding_layer",
-    "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm", "map",
+    "jitter",
+    "ignore_thresh",
+    "truth_thresh",
+    "iou_thresh",
+    "random",
+    "resize",
+    "iou_normalizer",
+    "cls_normalizer",
+    "obj_normalizer",
+    "iou_loss",
+    "iou_thresh_kind",
+    "max_delta",
+    "objectness_smooth",
+    "counters_per_class",
+    "label_smooth_eps",
+    "focal_loss",
+    "max",
+    "show_details",
+    "embedding_layer",
+    "track_history_size",
+    "sim_thresh",
+    "dets_for_track",
+    "dets_for_show",
+    "track_ciou_norm",
+    "map",
 ];
 
 /// Reads a cfg file into a [`Network`].
@@ -152,9 +242,7 @@ pub fn build_network(cfg: &CfgFile, size: Option<(usize, usize)>) -> Result<Netw
                 message: "the first section must be [net]".into(),
             })
         }
-        None => {
-            return Err(DarknetError::Syntax { file: file.into(), line: 1, message: "no sections found".into() })
-        }
+        None => return Err(DarknetError::Syntax { file: file.into(), line: 1, message: "no sections found".into() }),
     };
 
     let mut net = SectionReader::new(file, net_section);
@@ -246,7 +334,12 @@ fn flag<'a>(reader: &mut SectionReader<'a>, key: &'a str) -> Result<bool, Darkne
 }
 
 /// Rejects a key whose value differs from the one inference supports.
-fn require_default<'a>(reader: &mut SectionReader<'a>, key: &'a str, default: i64, why: &str) -> Result<(), DarknetError> {
+fn require_default<'a>(
+    reader: &mut SectionReader<'a>,
+    key: &'a str,
+    default: i64,
+    why: &str,
+) -> Result<(), DarknetError> {
     let Some(option) = reader.raw(key) else { return Ok(()) };
     if option.value.parse::<i64>() != Ok(default) {
         return Err(reader.invalid(option, &format!("{default} ({why})")));
@@ -290,7 +383,8 @@ fn convolution(reader: &mut SectionReader<'_>, input: Shape) -> Result<(LayerKin
             input.channels
         )));
     }
-    let out = |extent: usize| -> Option<usize> { (extent + 2 * padding).checked_sub(size).map(|rest| rest / stride + 1) };
+    let out =
+        |extent: usize| -> Option<usize> { (extent + 2 * padding).checked_sub(size).map(|rest| rest / stride + 1) };
     let (Some(height), Some(width)) = (out(input.height), out(input.width)) else {
         return Err(reader.section_error(format!(
             "kernel size {size} is larger than the padded {}x{} input",
@@ -337,10 +431,8 @@ fn route(reader: &mut SectionReader<'_>, index: usize, layers: &[Layer]) -> Resu
     }
     reader.raw("stopbackward");
 
-    let inputs = references
-        .iter()
-        .map(|&value| resolve(reader, "layers", value, index))
-        .collect::<Result<Vec<_>, _>>()?;
+    let inputs =
+        references.iter().map(|&value| resolve(reader, "layers", value, index)).collect::<Result<Vec<_>, _>>()?;
     let first = layers[inputs[0]].output;
     let mut channels = 0;
     for &input in &inputs {
@@ -411,7 +503,9 @@ fn maxpool(reader: &mut SectionReader<'_>, input: Shape) -> Result<(LayerKind, S
     // padding (possibly none) falls after it.
     let out = |extent: usize, stride: usize| (extent + padding).checked_sub(size).map(|rest| rest / stride + 1);
     let (Some(height), Some(width)) = (out(input.height, stride_y), out(input.width, stride_x)) else {
-        return Err(reader.section_error(format!("pool size {size} is larger than the {}x{} input", input.width, input.height)));
+        return Err(
+            reader.section_error(format!("pool size {size} is larger than the {}x{} input", input.width, input.height))
+        );
     };
     let begin = padding / 2;
     let end = |extent: usize, out: usize, stride: usize| ((out - 1) * stride + size).saturating_sub(extent + begin);

@@ -11,9 +11,9 @@
 //! as JSON under [`META_KEY`].
 
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 use super::layers::{Activation, LayerKind, Network, Shape};
@@ -100,7 +100,11 @@ pub fn build_model(network: &Network, params: &[ConvParams], meta: &ModelMeta) -
                 )
             }
             LayerKind::Upsample { stride } => {
-                let scales = graph.float_initializer(&format!("{name}.scales"), &[4], &[1.0, 1.0, *stride as f32, *stride as f32]);
+                let scales = graph.float_initializer(
+                    &format!("{name}.scales"),
+                    &[4],
+                    &[1.0, 1.0, *stride as f32, *stride as f32],
+                );
                 graph.node(
                     "Resize",
                     &format!("{name}.upsample"),
@@ -157,7 +161,14 @@ impl GraphBuilder {
         self.node_named(op, name, inputs, attributes, name)
     }
 
-    fn node_named(&mut self, op: &str, name: &str, inputs: &[&str], attributes: Vec<AttributeProto>, output: &str) -> String {
+    fn node_named(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+        output: &str,
+    ) -> String {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.to_string()],
@@ -203,7 +214,9 @@ impl GraphBuilder {
     fn activation(&mut self, layer: &str, input: String, activation: Activation) -> String {
         match activation {
             Activation::Linear => input,
-            Activation::Leaky => self.node("LeakyRelu", &format!("{layer}.leaky"), &[&input], vec![float("alpha", 0.1)]),
+            Activation::Leaky => {
+                self.node("LeakyRelu", &format!("{layer}.leaky"), &[&input], vec![float("alpha", 0.1)])
+            }
             Activation::Relu => self.node("Relu", &format!("{layer}.relu"), &[&input], vec![]),
             Activation::Logistic => self.node("Sigmoid", &format!("{layer}.logistic"), &[&input], vec![]),
             Activation::Swish => {
@@ -243,7 +256,12 @@ fn int(name: &str, value: i64) -> AttributeProto {
 }
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn float(name: &str, value: f32) -> AttributeProto {
@@ -251,5 +269,10 @@ fn float(name: &str, value: f32) -> AttributeProto {
 }
 
 fn string(name: &str, value: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: value.as_bytes().to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
