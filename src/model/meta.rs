@@ -1,12 +1,12 @@
-//! What the decoder needs to know about a model besides its weights: input
-//! size, classes, and how each YOLO head turns its raw output into boxes.
+//! The model facts the decoder needs besides the weights: input size,
+//! classes, and how each YOLO head turns its raw output into boxes.
 //!
 //! It travels with exported ONNX files as JSON in the metadata entry
 //! [`META_KEY`], or in a TOML file beside the ONNX file (same fields).
 
 use serde::{Deserialize, Serialize};
 
-/// ONNX `metadata_props` key that holds the model's [`ModelMeta`] as JSON.
+/// ONNX `metadata_props` key that contains the model's [`ModelMeta`] as JSON.
 pub const META_KEY: &str = "edgedet.yolo";
 
 /// Version of the metadata layout; bumped when a field changes meaning.
@@ -44,7 +44,7 @@ pub struct YoloHead {
 }
 
 impl YoloHead {
-    /// The anchors this head predicts, in output order.
+    /// Returns the anchors this head predicts, in output order.
     pub fn masked_anchors(&self) -> impl Iterator<Item = [f32; 2]> + '_ {
         self.mask.iter().map(|&i| self.anchors[i])
     }

@@ -64,7 +64,7 @@ impl fmt::Display for InputSize {
     }
 }
 
-/// Where a model comes from: a darknet `.cfg` (weights beside it by default) or an `.onnx` file.
+/// The files a model is loaded from: a darknet `.cfg` (weights beside it by default) or an `.onnx` file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     pub path: PathBuf,

@@ -21,7 +21,7 @@ use crate::model::HeadOutput;
 /// An optimised tract plan.
 pub type Plan = Arc<TypedRunnableModel>;
 
-/// What a YOLO ONNX model must look like, for error messages.
+/// The layout a YOLO ONNX model must have, for error messages.
 const EXPECTED_LAYOUT: &str = "one float input 1×C×H×W and one output per YOLO head, each the raw convolution output 1 × anchors·(5+classes) × H/stride × W/stride (as `edgedet export-onnx` writes)";
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<(Plan, ModelMeta), 
 
 /// Builds an optimised plan from an ONNX model and checks its outputs against `meta`.
 ///
-/// `resized` tells that the input size differs from the one stored in the
+/// `resized` is true when the input size differs from the one stored in the
 /// model, so the stored output shapes are recomputed instead of trusted.
 pub fn plan_from_proto(proto: &ModelProto, meta: &ModelMeta, name: &str, resized: bool) -> Result<Plan, OnnxError> {
     let layout = |message: String| OnnxError::Layout { path: name.into(), message };
@@ -143,7 +143,7 @@ fn check_outputs(model: &TypedModel, meta: &ModelMeta) -> Result<(), String> {
     Ok(())
 }
 
-/// The YOLO metadata: from the model's metadata entry, else from the sidecar TOML file.
+/// Reads the YOLO metadata from the model's metadata entry, else from the sidecar TOML file.
 fn read_meta(path: &Path, proto: &ModelProto) -> Result<ModelMeta, OnnxError> {
     let name = path.display().to_string();
     let invalid = |message: String| OnnxError::InvalidMeta { path: name.clone(), message };
@@ -165,7 +165,7 @@ fn read_meta(path: &Path, proto: &ModelProto) -> Result<ModelMeta, OnnxError> {
     Ok(meta)
 }
 
-/// `model.onnx` → `model.toml`.
+/// Returns the sidecar metadata path: `model.onnx` → `model.toml`.
 pub fn sidecar_path(path: &Path) -> PathBuf {
     path.with_extension("toml")
 }

@@ -100,7 +100,7 @@ impl<'a> SectionReader<'a> {
         self.section
     }
 
-    /// The last occurrence of `key`, as darknet lets a later line override an earlier one.
+    /// Returns the last occurrence of `key`, as darknet lets a later line override an earlier one.
     pub fn raw(&mut self, key: &'a str) -> Option<&'a CfgOption> {
         self.used.insert(key);
         self.section.options.iter().rev().find(|option| option.key == key)
@@ -129,7 +129,7 @@ impl<'a> SectionReader<'a> {
         self.raw(key).map(|option| option.value.as_str()).unwrap_or(default)
     }
 
-    /// A comma-separated list of integers; `None` when the key is absent.
+    /// Parses a comma-separated list of integers; `None` when the key is absent.
     pub fn int_list(&mut self, key: &'a str) -> Result<Option<Vec<i64>>, DarknetError> {
         let Some(option) = self.raw(key) else { return Ok(None) };
         let values = split_list(&option.value)
@@ -138,7 +138,7 @@ impl<'a> SectionReader<'a> {
         Ok(Some(values))
     }
 
-    /// A comma-separated list of numbers; `None` when the key is absent.
+    /// Parses a comma-separated list of numbers; `None` when the key is absent.
     pub fn float_list(&mut self, key: &'a str) -> Result<Option<Vec<f32>>, DarknetError> {
         let Some(option) = self.raw(key) else { return Ok(None) };
         let values = split_list(&option.value)
@@ -147,7 +147,7 @@ impl<'a> SectionReader<'a> {
         Ok(Some(values))
     }
 
-    /// An error about the value of `option`, saying what was expected.
+    /// Builds an error about the value of `option`, saying what was expected.
     pub fn invalid(&self, option: &CfgOption, expected: &str) -> DarknetError {
         DarknetError::Value(Box::new(InvalidValue {
             file: self.file.into(),
@@ -159,7 +159,7 @@ impl<'a> SectionReader<'a> {
         }))
     }
 
-    /// An error about the section as a whole.
+    /// Builds an error about the section as a whole.
     pub fn section_error(&self, message: String) -> DarknetError {
         DarknetError::Layer {
             file: self.file.into(),
