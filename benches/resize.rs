@@ -12,10 +12,14 @@ mod darknet_reference;
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgedet::preprocess::{load_image, prepare_input, ResizeMode, RgbImage};
 use image::imageops::FilterType;
+
+#[path = "common/timing.rs"]
+mod timing;
+use timing::{median_time, milliseconds};
 
 const FRAME_WIDTH: u32 = 1920;
 const FRAME_HEIGHT: u32 = 1080;
@@ -54,25 +58,4 @@ fn test_frame() -> RgbImage {
         Ok(photo) => image::imageops::resize(&photo, FRAME_WIDTH, FRAME_HEIGHT, FilterType::Triangle),
         Err(error) => panic!("loading {}: {error}", path.display()),
     }
-}
-
-/// Runs `work` a few times to warm caches, then `runs` times, and returns the
-/// median duration.
-fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
-    for _ in 0..3 {
-        work();
-    }
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            work();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn milliseconds(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod daemon;
 pub mod decode;
 pub mod detection;
