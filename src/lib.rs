@@ -2,7 +2,7 @@
 //! detections published over MQTT.
 //!
 //! The modules follow the pipeline, one step each:
-//! `frame_source` (images, later cameras) → `preprocess` (decode, resize to the
+//! `frame_source` (images, video files and streams; V4L2 cameras come next) → `preprocess` (decode, resize to the
 //! network input) → `model` (darknet cfg/weights and ONNX on tract) → `decode`
 //! (YOLO heads, NMS) → `publish` (MQTT). `detector` glues the middle three for
 //! one frame; `daemon` runs the whole pipeline under a `config`; `cli` is the

@@ -267,3 +267,72 @@ fn garbage_onnx_file_is_named() {
     let stderr = failure(detect(&path, None, &[], &photo()));
     assert!(stderr.contains("garbage.onnx is not a readable ONNX model"), "{stderr}");
 }
+
+#[test]
+fn closed_stdout_ends_detect_quietly() {
+    let cfg = repo().join("tests/fixtures/darknet/yolov4-tiny.cfg");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgedet"))
+        .args(["detect", "--weights"])
+        .arg(real_weights())
+        .arg("--model")
+        .arg(&cfg)
+        .args([photo(), photo(), photo()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the model has loaded, as `| head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn check_rejects_weights_that_do_not_fit_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("tests/fixtures/darknet/yolov4-tiny.cfg"), dir.path().join("model.cfg")).unwrap();
+    let bytes = std::fs::read(real_weights()).unwrap();
+    std::fs::write(dir.path().join("model.weights"), &bytes[..bytes.len() / 2]).unwrap();
+    let config = dir.path().join("edgedet.toml");
+    let camera = photo();
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"model.cfg\"\n\n[[cameras]]\nname = \"door\"\nsource = \"image\"\npath = {:?}\n",
+            camera.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_edgedet")).arg("check").arg("--config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("model.weights has"), "{stderr}");
+    assert!(stderr.contains(&format!("needs {} bytes", bytes.len())), "{stderr}");
+}
+
+#[test]
+fn draw_never_overwrites_inputs_or_earlier_drawings() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("dog.jpg");
+    std::fs::copy(photo(), &local).unwrap();
+    let cfg = repo().join("tests/fixtures/darknet/yolov4-tiny.cfg");
+    let output = Command::new(env!("CARGO_BIN_EXE_edgedet"))
+        .args(["detect", "--weights"])
+        .arg(real_weights())
+        .arg("--model")
+        .arg(&cfg)
+        .arg("--draw")
+        .arg(dir.path())
+        .arg(&local)
+        .arg(photo())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::read(&local).unwrap(), std::fs::read(photo()).unwrap(), "the input is untouched");
+    assert!(dir.path().join("dog-2.jpg").exists());
+    assert!(dir.path().join("dog-3.jpg").exists());
+}

@@ -60,6 +60,9 @@ fn default_config_text_matches_defaults() {
     assert!(!camera.looping, "loop defaults to false");
     assert_eq!(camera.interval_ms, None);
     assert_eq!(camera.fps, None);
+    assert_eq!(camera.width, None);
+    assert_eq!(camera.height, None);
+    assert!(!camera.realtime, "realtime defaults to false");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `edgedet check`: validate a config file and the paths it names, without
-//! loading the model or connecting to MQTT.
+//! `edgedet check`: validate a config file, the paths it names and the model
+//! it loads, without connecting to MQTT or reading frames.
 
 use std::path::PathBuf;
 
@@ -16,28 +16,36 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     config.check_files()?;
-    print_summary(&config);
+    crate::frame_source::check_programs(&config.cameras)?;
+    crate::daemon::load_model(&config)?;
+    super::write_stdout(&summary(&config))?;
     Ok(())
 }
 
-fn print_summary(config: &Config) {
+fn summary(config: &Config) -> String {
+    use std::fmt::Write;
+
     let mqtt = &config.mqtt;
-    println!("{}: valid", config.path.display());
-    println!("device: {}", config.device_id);
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(text, "{}: valid", config.path.display());
+    let _ = writeln!(text, "device: {}", config.device_id);
+    let _ = writeln!(
+        text,
         "model: {} (threshold {}, NMS threshold {})",
         config.model.spec.path.display(),
         config.model.detector.threshold,
         config.model.detector.nms_threshold
     );
     let broker = if mqtt.embedded_broker { "embedded broker on" } else { "broker" };
-    println!(
+    let _ = writeln!(
+        text,
         "mqtt: {broker} {}:{} as {}, topics under {}/{}/",
         mqtt.host, mqtt.port, mqtt.client_id, mqtt.topic_prefix, config.device_id
     );
     for camera in &config.cameras {
-        println!("camera {}: {}", camera.name, describe_camera(camera));
+        let _ = writeln!(text, "camera {}: {}", camera.name, describe_camera(camera));
     }
+    text
 }
 
 fn describe_camera(camera: &CameraConfig) -> String {
@@ -47,6 +55,8 @@ fn describe_camera(camera: &CameraConfig) -> String {
             Ok(images) => format!("folder {} ({} JPEG/PNG files)", camera.path.display(), images.len()),
             Err(error) => format!("folder {} (cannot be listed: {error})", camera.path.display()),
         },
+        // The source's own description hides a URL's password.
+        SourceKind::Stream => crate::frame_source::open(camera).description(),
     };
     let looping = if camera.looping { "looping" } else { "once" };
     let rate = match camera.frame_interval {

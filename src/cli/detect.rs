@@ -1,5 +1,6 @@
 //! `edgedet detect`: run the model on image files and print what it finds.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,8 @@ use crate::detection::{Detection, StageTimings};
 use crate::detector::{Detector, DetectorOptions};
 use crate::model::{InputSize, Model, ModelSpec};
 use crate::preprocess::load_image;
+
+use super::{write_stdout, Stdout};
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
@@ -81,8 +84,8 @@ struct ImageReport<'a> {
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
-    if !(0.0..1.0).contains(&args.threshold) {
-        anyhow::bail!("--threshold must be at least 0 and below 1, got {}", args.threshold);
+    if !(0.0..=1.0).contains(&args.threshold) {
+        anyhow::bail!("--threshold must be between 0 and 1, got {}", args.threshold);
     }
     if !(0.0..=1.0).contains(&args.nms_threshold) {
         anyhow::bail!("--nms-threshold must be between 0 and 1, got {}", args.nms_threshold);
@@ -97,10 +100,15 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     let detector = Detector::new(model, options);
 
     let mut failures = 0;
+    let mut drawn = HashSet::new();
     for path in &args.images {
-        if let Err(error) = detect_one(&detector, &description, path, &args) {
-            eprintln!("error: {error:#}");
-            failures += 1;
+        match detect_one(&detector, &description, path, &args, &mut drawn) {
+            Ok(Stdout::Open) => {}
+            Ok(Stdout::Closed) => return Ok(()),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                failures += 1;
+            }
         }
     }
     if failures > 0 {
@@ -109,15 +117,24 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn detect_one(detector: &Detector, model: &str, path: &Path, args: &DetectArgs) -> anyhow::Result<()> {
+/// Detects objects in one image, prints them and draws them; `drawn` contains the
+/// files written so far, so that inputs with the same name do not overwrite each other.
+fn detect_one(
+    detector: &Detector,
+    model: &str,
+    path: &Path,
+    args: &DetectArgs,
+    drawn: &mut HashSet<PathBuf>,
+) -> anyhow::Result<Stdout> {
     let started = Instant::now();
     let image = load_image(path)?;
     let decode_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     let mut found = detector.detect(&image).with_context(|| format!("detecting objects in {}", path.display()))?;
     found.timings_ms.decode = decode_ms;
+    found.timings_ms = round_timings(found.timings_ms);
 
-    if args.json {
+    let text = if args.json {
         let report = ImageReport {
             image: path.display().to_string(),
             width: found.width,
@@ -126,28 +143,60 @@ fn detect_one(detector: &Detector, model: &str, path: &Path, args: &DetectArgs) 
             detections: &found.detections,
             timings_ms: found.timings_ms,
         };
-        println!("{}", serde_json::to_string(&report)?);
+        serde_json::to_string(&report)? + "\n"
     } else {
-        print_text(path, &found.detections);
-    }
+        text_report(path, &found.detections)
+    };
+    let stdout = write_stdout(&text).context("writing to stdout")?;
 
     if let Some(dir) = &args.draw {
         let mut canvas = image;
         crate::draw::draw_detections(&mut canvas, &found.detections);
         let name = path.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("image.jpg"));
         let is_png = name.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("png"));
-        let out = dir.join(if is_png { name } else { name.with_extension("jpg") });
+        let name = if is_png { name } else { name.with_extension("jpg") };
+        let mut out = dir.join(&name);
+        // Never overwrite an input image or an earlier drawing of this run.
+        let taken = |out: &Path| drawn.contains(out) || args.images.iter().any(|image| same_file(out, image));
+        for copy in 2.. {
+            if !taken(&out) {
+                break;
+            }
+            let stem = name.file_stem().unwrap_or_default().to_string_lossy();
+            let extension = name.extension().unwrap_or_default().to_string_lossy();
+            out = dir.join(format!("{stem}-{copy}.{extension}"));
+        }
         canvas.save(&out).with_context(|| format!("writing {}", out.display()))?;
+        drawn.insert(out);
     }
-    Ok(())
+    Ok(stdout)
 }
 
-fn print_text(path: &Path, detections: &[Detection]) {
-    println!("{}: {} objects", path.display(), detections.len());
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Rounds to microseconds, as the MQTT payloads do; finer digits are noise.
+fn round_timings(timings: StageTimings) -> StageTimings {
+    let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
+    StageTimings {
+        decode: round(timings.decode),
+        preprocess: round(timings.preprocess),
+        inference: round(timings.inference),
+        postprocess: round(timings.postprocess),
+    }
+}
+
+fn text_report(path: &Path, detections: &[Detection]) -> String {
+    let mut text = format!("{}: {} objects\n", path.display(), detections.len());
     for d in detections {
-        println!(
-            "  {:<16} {:.2}  x={:.0} y={:.0} w={:.0} h={:.0}",
+        text += &format!(
+            "  {:<16} {:.2}  x={:.0} y={:.0} w={:.0} h={:.0}\n",
             d.label, d.score, d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h
         );
     }
+    text
 }

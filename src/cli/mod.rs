@@ -43,6 +43,38 @@ enum Command {
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
 
+/// Whether stdout still has a reader after a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stdout {
+    Open,
+    /// The reader went away, as `head` does after its lines; stop writing, it is not an error.
+    Closed,
+}
+
+/// Writes `text` to stdout and flushes it.
+///
+/// # Errors
+/// Any write failure other than a closed pipe.
+fn write_stdout(text: &str) -> std::io::Result<Stdout> {
+    use std::io::Write;
+
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(Stdout::Open),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Stdout::Closed),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether an error means the configuration must change before a restart can
+/// help: an invalid config, or model files that cannot be loaded.
+fn is_configuration_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let model_failed = cause
+        .downcast_ref::<crate::daemon::DaemonError>()
+        .is_some_and(|error| matches!(error, crate::daemon::DaemonError::Model { .. }));
+    model_failed || cause.is::<ConfigProblem>() || cause.is::<crate::config::ConfigError>()
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -59,7 +91,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.chain().any(|cause| cause.is::<ConfigProblem>() || cause.is::<crate::config::ConfigError>()) {
+            if error.chain().any(is_configuration_error) {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE

@@ -24,6 +24,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     config.check_files()?;
+    crate::frame_source::check_programs(&config.cameras)?;
 
     let shutdown = Shutdown::new();
     let _signals = shutdown.trigger_on_signals().context("installing the SIGTERM and SIGINT handlers")?;

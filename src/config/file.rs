@@ -5,7 +5,7 @@
 //! keys: [`super::Config::from_file`] does that. The field defaults here must
 //! match the commented default config `default.toml`, and a test checks that.
 
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -134,9 +134,18 @@ pub struct CameraSection {
     pub interval_ms: Option<u64>,
     #[serde(default)]
     pub fps: Option<FrameRate>,
+    /// Frame width of a `stream` source in pixels; set together with `height`.
+    #[serde(default)]
+    pub width: Option<NonZeroU32>,
+    /// Frame height of a `stream` source in pixels; set together with `width`.
+    #[serde(default)]
+    pub height: Option<NonZeroU32>,
+    /// Whether a `stream` source reads its input at the input's own frame rate.
+    #[serde(default)]
+    pub realtime: bool,
 }
 
-/// Kind of file system entry that a camera's `path` names.
+/// Kind of input that a camera's `path` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
@@ -144,6 +153,8 @@ pub enum SourceKind {
     Image,
     /// The JPEG and PNG files of a folder, in name order.
     Folder,
+    /// A video file or a network stream URL, decoded by an `ffmpeg` process.
+    Stream,
 }
 
 impl SourceKind {
@@ -151,6 +162,7 @@ impl SourceKind {
         match self {
             SourceKind::Image => "image",
             SourceKind::Folder => "folder",
+            SourceKind::Stream => "stream",
         }
     }
 }

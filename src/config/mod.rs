@@ -101,6 +101,52 @@ pub struct CameraConfig {
     pub looping: bool,
     /// Minimum time between the starts of two frames; `None` for no limit.
     pub frame_interval: Option<Duration>,
+    /// Size that a `stream` source scales its frames to. `None` keeps the
+    /// input's own size, which the source reads with ffprobe.
+    pub frame_size: Option<FrameSize>,
+    /// Whether a `stream` source is read at the input's own frame rate
+    /// (ffmpeg's `-re`) rather than as fast as frames are taken.
+    pub realtime: bool,
+}
+
+/// Width and height of a frame in pixels, each from 1 to [`FrameSize::MAX_SIDE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl FrameSize {
+    /// Maximum width or height, so that one RGB frame buffer is at most
+    /// 16384 × 16384 × 3 bytes (768 MiB).
+    pub const MAX_SIDE: u32 = 16384;
+
+    /// Returns `None` when a side is 0 or above [`FrameSize::MAX_SIDE`].
+    pub fn new(width: u32, height: u32) -> Option<FrameSize> {
+        let valid = |side: u32| (1..=FrameSize::MAX_SIDE).contains(&side);
+        (valid(width) && valid(height)).then_some(FrameSize { width, height })
+    }
+}
+
+impl fmt::Display for FrameSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// Returns whether a camera `path` is a URL such as `rtsp://camera/stream`
+/// rather than a file path: a scheme of letters, digits, `+`, `-` or `.`,
+/// starting with a letter, followed by `://`.
+pub fn is_url(path: &Path) -> bool {
+    let Some(text) = path.to_str() else {
+        return false;
+    };
+    let Some((scheme, _)) = text.split_once("://") else {
+        return false;
+    };
+    let mut characters = scheme.chars();
+    characters.next().is_some_and(|first| first.is_ascii_alphabetic())
+        && characters.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 impl Config {
@@ -178,6 +224,9 @@ impl Config {
         }
 
         for camera in &self.cameras {
+            if camera.source == SourceKind::Stream && is_url(&camera.path) {
+                continue;
+            }
             let key = format!("cameras {:?} path", camera.name);
             let metadata = self.require_path(&key, &camera.path)?;
             let expected_folder = camera.source == SourceKind::Folder;
@@ -189,7 +238,11 @@ impl Config {
                         "{key} {} is {found}, but source = {:?} expects {}",
                         camera.path.display(),
                         camera.source.as_str(),
-                        if expected_folder { "a folder" } else { "an image file" }
+                        match camera.source {
+                            SourceKind::Image => "an image file",
+                            SourceKind::Folder => "a folder",
+                            SourceKind::Stream => "a video file or a URL",
+                        }
                     ),
                 ));
             }
@@ -362,12 +415,49 @@ fn resolve_cameras(
             (None, Some(fps)) => Some(Duration::from_secs_f64(1.0 / fps.get())),
         };
 
+        let is_stream = camera.source == SourceKind::Stream;
+        if !is_stream && (camera.width.is_some() || camera.height.is_some() || camera.realtime) {
+            return Err(ConfigError::at(
+                path,
+                text,
+                span,
+                format!("cameras[{index}] ({name:?}): width, height and realtime apply only to source = \"stream\""),
+            ));
+        }
+        let frame_size = match (camera.width, camera.height) {
+            (None, None) => None,
+            (Some(width), Some(height)) => Some(FrameSize::new(width.get(), height.get()).ok_or_else(|| {
+                ConfigError::at(
+                    path,
+                    text,
+                    span,
+                    format!(
+                        "cameras[{index}] ({name:?}): invalid frame size {width}x{height}: expected width and height from 1 to {}",
+                        FrameSize::MAX_SIDE
+                    ),
+                )
+            })?),
+            _ => {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    span,
+                    format!("cameras[{index}] ({name:?}): set both width and height, or neither"),
+                ));
+            }
+        };
+
+        // A URL is not a path, so it is not resolved against the config's directory.
+        let source_path = if is_stream && is_url(&camera.path) { camera.path.clone() } else { base.join(&camera.path) };
+
         resolved.push(CameraConfig {
             name,
             source: camera.source,
-            path: base.join(&camera.path),
+            path: source_path,
             looping: camera.looping,
             frame_interval,
+            frame_size,
+            realtime: camera.realtime,
         });
     }
     Ok(resolved)
@@ -425,6 +515,60 @@ path = "images/door.jpg"
     fn credentials_debug_hides_password() {
         let credentials = Credentials { username: "user".into(), password: "secret".into() };
         assert!(!format!("{credentials:?}").contains("secret"));
+    }
+
+    #[test]
+    fn stream_url_is_kept_as_is() {
+        let text = MINIMAL
+            .replace("source = \"image\"", "source = \"stream\"")
+            .replace("images/door.jpg", "rtsp://192.0.2.10/stream1");
+        let config = parse(&text).expect("stream config is valid");
+        assert_eq!(config.cameras[0].path, Path::new("rtsp://192.0.2.10/stream1"));
+        assert_eq!(config.cameras[0].frame_size, None);
+        assert!(!config.cameras[0].realtime);
+    }
+
+    #[test]
+    fn stream_file_resolves_against_config_directory() {
+        let text = MINIMAL
+            .replace("source = \"image\"", "source = \"stream\"")
+            .replace("\"images/door.jpg\"", "\"videos/yard.mp4\"\nwidth = 640\nheight = 360\nrealtime = true");
+        let config = parse(&text).expect("stream config is valid");
+        assert_eq!(config.cameras[0].path, Path::new("/etc/edgedet/videos/yard.mp4"));
+        assert_eq!(config.cameras[0].frame_size, FrameSize::new(640, 360));
+        assert!(config.cameras[0].realtime);
+    }
+
+    #[test]
+    fn stream_width_needs_height() {
+        let text = MINIMAL.replace("source = \"image\"", "source = \"stream\"\nwidth = 640");
+        let message = parse(&text).expect_err("width alone is invalid").to_string();
+        assert!(message.contains("set both width and height, or neither"), "{message}");
+    }
+
+    #[test]
+    fn stream_size_is_limited() {
+        let text = MINIMAL.replace("source = \"image\"", "source = \"stream\"\nwidth = 20000\nheight = 10");
+        let message = parse(&text).expect_err("width 20000 is invalid").to_string();
+        assert!(message.contains("invalid frame size 20000x10"), "{message}");
+    }
+
+    #[test]
+    fn stream_keys_are_rejected_on_images() {
+        for key in ["width = 640\nheight = 360", "realtime = true"] {
+            let text = MINIMAL.replace("source = \"image\"", &format!("source = \"image\"\n{key}"));
+            let message = parse(&text).expect_err("stream keys on an image source are invalid").to_string();
+            assert!(message.contains("apply only to source = \"stream\""), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn url_needs_scheme_and_separator() {
+        assert!(is_url(Path::new("rtsp://camera/stream")));
+        assert!(is_url(Path::new("http+mjpeg://camera")));
+        assert!(!is_url(Path::new("/videos/a://b.mp4")));
+        assert!(!is_url(Path::new("videos/yard.mp4")));
+        assert!(!is_url(Path::new("1http://camera")));
     }
 
     #[test]

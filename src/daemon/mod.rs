@@ -125,7 +125,11 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(
     Ok(())
 }
 
-fn load_model(config: &Config) -> Result<Arc<Model>, DaemonError> {
+/// Loads the configured model, logging its description and load time.
+///
+/// # Errors
+/// [`DaemonError::Model`] when the model files are missing or invalid.
+pub fn load_model(config: &Config) -> Result<Arc<Model>, DaemonError> {
     let started = Instant::now();
     let path = config.model.spec.path.display().to_string();
     let model = Model::load(&config.model.spec)

@@ -15,8 +15,12 @@ use crate::frame_source::{Frame, FrameSource, FrameSourceError};
 use crate::publish::payload::{DetectionsPayload, FrameInfo, InputSize};
 use crate::publish::{Publisher, Topics};
 
-/// Minimum wait before an unavailable looping source is read again.
+/// First wait before an unavailable source is read again, unless the
+/// camera's frame interval is longer. The wait doubles after each failed
+/// attempt, up to [`MAX_RETRY_DELAY`].
 const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Maximum wait between two attempts to read an unavailable source.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Output of `--echo`: each detections payload as one line of JSON on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +104,7 @@ impl CameraWorker {
                     warn!("camera {}: {}", self.camera.name, error_chain(&error));
                 }
                 Err(error) => {
-                    if !self.source.is_looping() {
+                    if !self.source.is_looping() && !error.is_transient() {
                         warn!(
                             "camera {}: {}; the source does not loop, so it ends",
                             self.camera.name,
@@ -116,12 +120,31 @@ impl CameraWorker {
         }
     }
 
-    /// Logs an unavailable source once per incident and waits before the
-    /// next attempt; returns whether shutdown was requested meanwhile.
+    /// Marks the camera offline when an incident starts, logs it once, and
+    /// waits before the next attempt, twice as long after each failed one.
+    /// Returns whether shutdown was requested meanwhile.
     fn wait_for_source(&self, error: &FrameSourceError, unavailable: &mut Incident) -> bool {
-        let delay = self.camera.frame_interval.unwrap_or_default().max(MIN_RETRY_DELAY);
+        let first_delay = self.camera.frame_interval.unwrap_or_default().max(MIN_RETRY_DELAY);
+        let doublings = u32::try_from(unavailable.count).unwrap_or(u32::MAX).min(16);
+        let delay = first_delay.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY.max(first_delay));
         if unavailable.count == 0 {
-            warn!("camera {}: {}; trying again every {} ms", self.camera.name, error_chain(error), delay.as_millis());
+            self.counters.set_online(false);
+            self.publisher.set_status(&self.topics.camera_status(&self.camera.name), false);
+            warn!(
+                "camera {}: {}; offline, trying again in {} ms, then at growing intervals up to {} s",
+                self.camera.name,
+                error_chain(error),
+                delay.as_millis(),
+                MAX_RETRY_DELAY.max(first_delay).as_secs()
+            );
+        } else {
+            debug!(
+                "camera {}: attempt {} failed: {}; trying again in {} ms",
+                self.camera.name,
+                unavailable.count,
+                error_chain(error),
+                delay.as_millis()
+            );
         }
         unavailable.count += 1;
         self.shutdown.wait_timeout(delay)
@@ -131,6 +154,8 @@ impl CameraWorker {
         if unavailable.count > 0 {
             info!("camera {}: source available again after {} failed attempts", self.camera.name, unavailable.count);
             unavailable.count = 0;
+            self.counters.set_online(true);
+            self.publisher.set_status(&self.topics.camera_status(&self.camera.name), true);
         }
     }
 

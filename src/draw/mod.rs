@@ -27,15 +27,24 @@ pub fn draw_detections(image: &mut RgbImage, detections: &[Detection]) {
     }
     let style = Style::for_image(image.width(), image.height());
 
+    // A box with several labels gets one caption listing them all, strongest
+    // first, so that no label is drawn over another.
+    let mut captions: Vec<(&Detection, String)> = Vec::new();
     for detection in detections {
+        let text = format!("{} {:.2}", detection.label, detection.score);
+        match captions.iter_mut().find(|(first, _)| first.bbox == detection.bbox) {
+            Some((_, caption)) => *caption = format!("{caption}, {text}"),
+            None => captions.push((detection, text)),
+        }
+    }
+
+    for (detection, caption) in &captions {
         let Some(bounds) = clip_to_image(&detection.bbox, image.width(), image.height()) else {
             continue;
         };
         let colour = class_colour(detection.class_id);
         draw_outline(image, bounds, style.line_width, colour);
-
-        let text = format!("{} {:.2}", detection.label, detection.score);
-        draw_label(image, bounds, &text, style.text_scale, colour);
+        draw_label(image, bounds, caption, style.text_scale, colour);
     }
 }
 
@@ -50,7 +59,7 @@ struct Style {
 impl Style {
     fn for_image(width: u32, height: u32) -> Self {
         let short_side = width.min(height);
-        Style { line_width: if short_side >= 720 { 3 } else { 2 }, text_scale: (short_side / 400).clamp(1, 4) }
+        Style { line_width: if short_side >= 720 { 3 } else { 2 }, text_scale: (short_side / 300).clamp(1, 4) }
     }
 }
 

@@ -3,16 +3,19 @@
 //! A [`FrameSource`] hands out decoded frames one at a time, each with a
 //! sequence number, a name and the time it was captured. This module has the
 //! file-based sources: one image file, and the JPEG and PNG files of a folder,
-//! each optionally looping. Live cameras and streams are meant to implement
-//! the same trait. Sources do not pace themselves: the camera worker applies
+//! each optionally looping, and the `stream` source for video files and
+//! network cameras, which reads frames decoded by an `ffmpeg` process. Other
+//! live cameras are meant to implement the same trait. Sources do not pace themselves: the camera worker applies
 //! the configured frame rate, so that its waits can be cut short by shutdown.
 
 mod files;
+mod stream;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 pub use files::{list_images, FileSource};
+pub use stream::{Programs, StreamError, StreamOptions, StreamSource};
 
 use crate::config::{CameraConfig, SourceKind};
 use crate::preprocess::{PreprocessError, RgbImage};
@@ -55,6 +58,9 @@ pub enum FrameSourceError {
     /// or only files that have failed before.
     #[error("{path} has no JPEG or PNG image that can be decoded")]
     Empty { path: PathBuf },
+    /// A `stream` source's ffmpeg could not start, failed or ended early.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 impl FrameSourceError {
@@ -62,6 +68,16 @@ impl FrameSourceError {
     /// once, and false when the source as a whole is unavailable for now.
     pub fn is_skipped_frame(&self) -> bool {
         matches!(self, FrameSourceError::Skipped { .. })
+    }
+
+    /// Returns true when the source may recover by itself, such as a network
+    /// camera whose connection dropped, so that it is worth retrying even a
+    /// source that does not loop.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FrameSourceError::Stream(error) => error.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -90,5 +106,27 @@ pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
     match camera.source {
         SourceKind::Image => Box::new(FileSource::image(camera.path.clone(), camera.looping)),
         SourceKind::Folder => Box::new(FileSource::folder(camera.path.clone(), camera.looping)),
+        SourceKind::Stream => Box::new(StreamSource::new(
+            &camera.path,
+            StreamOptions {
+                looping: camera.looping,
+                realtime: camera.realtime,
+                size: camera.frame_size,
+                programs: Programs::default(),
+            },
+        )),
     }
+}
+
+/// Checks that the programs the cameras' sources run are installed, so that
+/// `edgedet check` and `edgedet run` report a missing ffmpeg before starting.
+///
+/// # Errors
+/// [`StreamError::ProgramNotFound`] naming the first missing program.
+pub fn check_programs(cameras: &[CameraConfig]) -> Result<(), StreamError> {
+    let programs = Programs::default();
+    for camera in cameras.iter().filter(|camera| camera.source == SourceKind::Stream) {
+        programs.check(camera.frame_size.is_none())?;
+    }
+    Ok(())
 }

@@ -100,3 +100,53 @@ impl ModelMeta {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sidecar example of the README, integers where floats are expected included.
+    const SIDECAR: &str = r#"
+version = 1
+name = "yolov4-tiny"
+width = 416
+height = 416
+channels = 3
+classes = 80
+letter_box = false
+nms_kind = "greedynms"
+beta_nms = 0.6
+
+[[heads]]
+anchors = [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
+mask = [3, 4, 5]
+scale_x_y = 1.05
+new_coords = false
+
+[[heads]]
+anchors = [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
+mask = [1, 2, 3]
+scale_x_y = 1.05
+new_coords = false
+"#;
+
+    #[test]
+    fn sidecar_example_parses_and_validates() {
+        let meta: ModelMeta = toml::from_str(SIDECAR).unwrap();
+        assert_eq!(meta.validate(), Ok(()));
+        assert_eq!(meta.nms_kind, NmsKind::Greedy);
+        assert_eq!(meta.heads.len(), 2);
+        assert_eq!(
+            meta.heads[0].masked_anchors().collect::<Vec<_>>(),
+            vec![[81.0, 82.0], [135.0, 169.0], [344.0, 319.0]]
+        );
+        assert_eq!(meta.heads[1].scale_x_y, 1.05);
+    }
+
+    #[test]
+    fn mask_beyond_the_anchors_is_invalid() {
+        let mut meta: ModelMeta = toml::from_str(SIDECAR).unwrap();
+        meta.heads[1].mask = vec![1, 6];
+        assert_eq!(meta.validate(), Err("heads[1].mask refers to anchor 6 but the head has 6 anchors".to_string()));
+    }
+}

@@ -39,10 +39,15 @@ impl CfgFile {
     /// The file cannot be read, or a line is neither a section header, a
     /// `key=value` pair, a comment nor blank.
     pub fn read(path: &Path) -> Result<CfgFile, DarknetError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DarknetError::Io {
+        let bytes = std::fs::read(path).map_err(|source| DarknetError::Io {
             action: "reading cfg",
             path: path.display().to_string(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| DarknetError::Syntax {
+            file: path.display().to_string(),
+            line: 1,
+            message: "this is not a darknet .cfg text file (ONNX models need the .onnx extension)".into(),
         })?;
         CfgFile::parse(&text, &path.display().to_string())
     }
