@@ -63,6 +63,7 @@ fn default_config_text_matches_defaults() {
     assert_eq!(camera.width, None);
     assert_eq!(camera.height, None);
     assert!(!camera.realtime, "realtime defaults to false");
+    assert_eq!(camera.pixel_format, None);
 }
 
 #[test]

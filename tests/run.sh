@@ -26,7 +26,7 @@ cd "$repo"
 # mosquitto, mosquitto-clients and ffmpeg are used by the tests. cmake and nasm
 # build the libjpeg-turbo that the turbojpeg crate bundles: its x86 SIMD code
 # is assembled by nasm, and the crate requires SIMD by default.
-readonly APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg cmake nasm)
+readonly APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg cmake nasm libclang-dev)
 readonly RUSTUP_COMPONENTS=(rustfmt clippy)
 readonly VENV="$repo/.venv"
 readonly PYTHON_REQUIREMENTS=("opencv-python-headless<5" onnxruntime numpy)

@@ -56,7 +56,7 @@ fn describe_camera(camera: &CameraConfig) -> String {
             Err(error) => format!("folder {} (cannot be listed: {error})", camera.path.display()),
         },
         // The source's own description hides a URL's password.
-        SourceKind::Stream => crate::frame_source::open(camera).description(),
+        SourceKind::Stream | SourceKind::Device => crate::frame_source::open(camera).description(),
     };
     let looping = if camera.looping { "looping" } else { "once" };
     let rate = match camera.frame_interval {

@@ -2,6 +2,7 @@
 //! Each subcommand returns `anyhow::Result`; errors are printed once here with
 //! their whole chain and mapped to the documented exit status.
 
+mod cameras;
 mod check;
 mod config_cmd;
 mod detect;
@@ -36,6 +37,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the commented default config.
     Config(config_cmd::ConfigArgs),
+    /// List the V4L2 video devices, what they offer, and whether a `device` source can use each.
+    Cameras(cameras::CamerasArgs),
 }
 
 /// An error that should end the program with [`EXIT_CONFIG`] instead of 1.
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(args) => config_cmd::run(args),
+        Command::Cameras(args) => cameras::run(args),
     };
 
     match result {

@@ -134,15 +134,18 @@ pub struct CameraSection {
     pub interval_ms: Option<u64>,
     #[serde(default)]
     pub fps: Option<FrameRate>,
-    /// Frame width of a `stream` source in pixels; set together with `height`.
+    /// Frame width of a `stream` or `device` source in pixels; set together with `height`.
     #[serde(default)]
     pub width: Option<NonZeroU32>,
-    /// Frame height of a `stream` source in pixels; set together with `width`.
+    /// Frame height of a `stream` or `device` source in pixels; set together with `width`.
     #[serde(default)]
     pub height: Option<NonZeroU32>,
     /// Whether a `stream` source reads its input at the input's own frame rate.
     #[serde(default)]
     pub realtime: bool,
+    /// V4L2 fourcc that a `device` source must capture, such as `YUYV`.
+    #[serde(default)]
+    pub pixel_format: Option<String>,
 }
 
 /// Kind of input that a camera's `path` names.
@@ -155,6 +158,8 @@ pub enum SourceKind {
     Folder,
     /// A video file or a network stream URL, decoded by an `ffmpeg` process.
     Stream,
+    /// A V4L2 capture device such as a USB webcam.
+    Device,
 }
 
 impl SourceKind {
@@ -163,6 +168,7 @@ impl SourceKind {
             SourceKind::Image => "image",
             SourceKind::Folder => "folder",
             SourceKind::Stream => "stream",
+            SourceKind::Device => "device",
         }
     }
 }

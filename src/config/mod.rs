@@ -102,11 +102,14 @@ pub struct CameraConfig {
     /// Minimum time between the starts of two frames; `None` for no limit.
     pub frame_interval: Option<Duration>,
     /// Size that a `stream` source scales its frames to. `None` keeps the
-    /// input's own size, which the source reads with ffprobe.
+    /// input's own size, which the source reads with ffprobe. For a `device`
+    /// source, the size requested from the device.
     pub frame_size: Option<FrameSize>,
     /// Whether a `stream` source is read at the input's own frame rate
     /// (ffmpeg's `-re`) rather than as fast as frames are taken.
     pub realtime: bool,
+    /// Pixel format that a `device` source must capture; `None` lets it choose.
+    pub pixel_format: Option<crate::convert::PixelFormat>,
 }
 
 /// Width and height of a frame in pixels, each from 1 to [`FrameSize::MAX_SIDE`].
@@ -224,7 +227,8 @@ impl Config {
         }
 
         for camera in &self.cameras {
-            if camera.source == SourceKind::Stream && is_url(&camera.path) {
+            // A device that is not plugged in yet is retried while the daemon runs.
+            if camera.source == SourceKind::Device || (camera.source == SourceKind::Stream && is_url(&camera.path)) {
                 continue;
             }
             let key = format!("cameras {:?} path", camera.name);
@@ -242,6 +246,7 @@ impl Config {
                             SourceKind::Image => "an image file",
                             SourceKind::Folder => "a folder",
                             SourceKind::Stream => "a video file or a URL",
+                            SourceKind::Device => "a device node",
                         }
                     ),
                 ));
@@ -416,14 +421,39 @@ fn resolve_cameras(
         };
 
         let is_stream = camera.source == SourceKind::Stream;
-        if !is_stream && (camera.width.is_some() || camera.height.is_some() || camera.realtime) {
+        let is_device = camera.source == SourceKind::Device;
+        if !is_stream && !is_device && (camera.width.is_some() || camera.height.is_some()) {
             return Err(ConfigError::at(
                 path,
                 text,
                 span,
-                format!("cameras[{index}] ({name:?}): width, height and realtime apply only to source = \"stream\""),
+                format!(
+                    "cameras[{index}] ({name:?}): width and height apply only to source = \"stream\" and source = \"device\""
+                ),
             ));
         }
+        if !is_stream && camera.realtime {
+            return Err(ConfigError::at(
+                path,
+                text,
+                span,
+                format!("cameras[{index}] ({name:?}): realtime applies only to source = \"stream\""),
+            ));
+        }
+        let pixel_format = match &camera.pixel_format {
+            None => None,
+            Some(_) if !is_device => {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    span,
+                    format!("cameras[{index}] ({name:?}): pixel_format applies only to source = \"device\""),
+                ));
+            }
+            Some(fourcc) => Some(fourcc.parse::<crate::convert::PixelFormat>().map_err(|error| {
+                ConfigError::at(path, text, span.clone(), format!("cameras[{index}] ({name:?}): pixel_format: {error}"))
+            })?),
+        };
         let frame_size = match (camera.width, camera.height) {
             (None, None) => None,
             (Some(width), Some(height)) => Some(FrameSize::new(width.get(), height.get()).ok_or_else(|| {
@@ -458,6 +488,7 @@ fn resolve_cameras(
             frame_interval,
             frame_size,
             realtime: camera.realtime,
+            pixel_format,
         });
     }
     Ok(resolved)
@@ -558,8 +589,52 @@ path = "images/door.jpg"
         for key in ["width = 640\nheight = 360", "realtime = true"] {
             let text = MINIMAL.replace("source = \"image\"", &format!("source = \"image\"\n{key}"));
             let message = parse(&text).expect_err("stream keys on an image source are invalid").to_string();
-            assert!(message.contains("apply only to source = \"stream\""), "{key}: {message}");
+            assert!(message.contains("only to source = \"stream\""), "{key}: {message}");
         }
+    }
+
+    #[test]
+    fn device_takes_size_and_pixel_format() {
+        let text = MINIMAL.replace("source = \"image\"", "source = \"device\"").replace(
+            "\"images/door.jpg\"",
+            "\"/dev/v4l/by-id/usb-cam-video-index0\"\nwidth = 1280\nheight = 720\npixel_format = \"MJPG\"",
+        );
+        let config = parse(&text).expect("device config is valid");
+        let camera = &config.cameras[0];
+        assert_eq!(camera.source, SourceKind::Device);
+        assert_eq!(camera.path, Path::new("/dev/v4l/by-id/usb-cam-video-index0"));
+        assert_eq!(camera.frame_size, FrameSize::new(1280, 720));
+        assert_eq!(camera.pixel_format, Some(crate::convert::PixelFormat::Mjpeg));
+    }
+
+    #[test]
+    fn device_pixel_format_must_be_known() {
+        let text = MINIMAL.replace("source = \"image\"", "source = \"device\"\npixel_format = \"UYVY\"");
+        let message = parse(&text).expect_err("UYVY is not supported").to_string();
+        assert!(message.contains("pixel_format: unsupported V4L2 pixel format \"UYVY\""), "{message}");
+    }
+
+    #[test]
+    fn pixel_format_is_rejected_on_streams() {
+        let text = MINIMAL.replace("source = \"image\"", "source = \"stream\"\npixel_format = \"YUYV\"");
+        let message = parse(&text).expect_err("pixel_format on a stream is invalid").to_string();
+        assert!(message.contains("pixel_format applies only to source = \"device\""), "{message}");
+    }
+
+    #[test]
+    fn realtime_is_rejected_on_devices() {
+        let text = MINIMAL.replace("source = \"image\"", "source = \"device\"\nrealtime = true");
+        let message = parse(&text).expect_err("realtime on a device is invalid").to_string();
+        assert!(message.contains("realtime applies only to source = \"stream\""), "{message}");
+    }
+
+    #[test]
+    fn missing_device_passes_file_check() {
+        let text =
+            MINIMAL.replace("source = \"image\"", "source = \"device\"").replace("images/door.jpg", "/dev/video99");
+        let mut config = parse(&text).expect("device config is valid");
+        config.model.spec.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        config.check_files().expect("a device that is not plugged in is retried, not rejected");
     }
 
     #[test]

@@ -4,18 +4,21 @@
 //! sequence number, a name and the time it was captured. This module has the
 //! file-based sources: one image file, and the JPEG and PNG files of a folder,
 //! each optionally looping, and the `stream` source for video files and
-//! network cameras, which reads frames decoded by an `ffmpeg` process. Other
-//! live cameras are meant to implement the same trait. Sources do not pace themselves: the camera worker applies
+//! network cameras, which reads frames decoded by an `ffmpeg` process, and
+//! in [`v4l2`] the `device` source for V4L2 capture devices such as USB
+//! webcams. Sources do not pace themselves: the camera worker applies
 //! the configured frame rate, so that its waits can be cut short by shutdown.
 
 mod files;
 mod stream;
+pub mod v4l2;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 pub use files::{list_images, FileSource};
 pub use stream::{Programs, StreamError, StreamOptions, StreamSource};
+pub use v4l2::{DeviceOptions, DeviceSource, V4l2Error};
 
 use crate::config::{CameraConfig, SourceKind};
 use crate::preprocess::{PreprocessError, RgbImage};
@@ -61,13 +64,21 @@ pub enum FrameSourceError {
     /// A `stream` source's ffmpeg could not start, failed or ended early.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A `device` source's device is missing, unusable or silent, or one of
+    /// its buffers was skipped.
+    #[error(transparent)]
+    Device(#[from] V4l2Error),
 }
 
 impl FrameSourceError {
     /// Returns true when only one frame is lost and the source can go on at
     /// once, and false when the source as a whole is unavailable for now.
     pub fn is_skipped_frame(&self) -> bool {
-        matches!(self, FrameSourceError::Skipped { .. })
+        match self {
+            FrameSourceError::Skipped { .. } => true,
+            FrameSourceError::Device(error) => error.is_skipped_frame(),
+            _ => false,
+        }
     }
 
     /// Returns true when the source may recover by itself, such as a network
@@ -76,6 +87,7 @@ impl FrameSourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             FrameSourceError::Stream(error) => error.is_transient(),
+            FrameSourceError::Device(error) => error.is_transient(),
             _ => false,
         }
     }
@@ -113,6 +125,14 @@ pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
                 realtime: camera.realtime,
                 size: camera.frame_size,
                 programs: Programs::default(),
+            },
+        )),
+        SourceKind::Device => Box::new(DeviceSource::new(
+            &camera.path,
+            DeviceOptions {
+                size: camera.frame_size,
+                fps: camera.frame_interval.map(|interval| 1.0 / interval.as_secs_f64()),
+                pixel_format: camera.pixel_format,
             },
         )),
     }
