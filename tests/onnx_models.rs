@@ -35,7 +35,7 @@ fn export(size: Option<&str>, out: &Path) {
     assert!(output.status.success(), "export failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// The detections `detect --json` prints for each photo, without timings.
+/// Returns the model and detections that `detect --json` prints for each photo, without timings.
 fn detections(model: &Path, size: Option<&str>) -> Vec<(String, Value)> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgedet"));
     command.args(["detect", "--json", "--model"]).arg(model);

@@ -162,8 +162,12 @@ fn boxes_stay_inside_the_image() {
         let (width, height) = (report["width"].as_f64().unwrap(), report["height"].as_f64().unwrap());
         for found in parse_found(&report) {
             let [x, y, w, h] = found.rect;
-            assert!(x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0, "{photo}: {found:?}");
-            assert!(x + w <= width + 1e-3 && y + h <= height + 1e-3, "{photo}: {found:?} leaves {width}x{height}");
+            assert!(x >= 0.0, "{photo}: {found:?} starts left of the image");
+            assert!(y >= 0.0, "{photo}: {found:?} starts above the image");
+            assert!(w > 0.0, "{photo}: {found:?} has no width");
+            assert!(h > 0.0, "{photo}: {found:?} has no height");
+            assert!(x + w <= width + 1e-3, "{photo}: {found:?} ends right of the {width}-pixel width");
+            assert!(y + h <= height + 1e-3, "{photo}: {found:?} ends below the {height}-pixel height");
         }
     }
 }

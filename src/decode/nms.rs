@@ -44,7 +44,7 @@ pub fn diou(a: &RelativeBox, b: &RelativeBox, exponent: f32) -> f32 {
     overlap - (distance / diagonal).powf(exponent)
 }
 
-/// The overlap measure `kind` compares with the NMS threshold.
+/// Computes the overlap measure that `kind` compares with the NMS threshold.
 fn overlap(kind: NmsKind, beta: f32, a: &RelativeBox, b: &RelativeBox) -> f32 {
     match kind {
         NmsKind::Default | NmsKind::Corners => iou(a, b),

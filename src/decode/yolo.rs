@@ -54,7 +54,7 @@ impl HeadView<'_> {
 }
 
 /// The activation darknet applies to an entry inside the YOLO layer: logistic
-/// for x, y, objectness and classes, unless `new_coords` says the convolution
+/// for x, y, objectness and classes, unless `new_coords` means the convolution
 /// already applied it.
 fn activated(head: &YoloHead, raw: f32) -> f32 {
     if head.new_coords {

@@ -2,4 +2,6 @@
 //! them, so unused ones are allowed here rather than warned about per crate.
 #![allow(dead_code)]
 
+pub mod ffmpeg;
 pub mod mosquitto;
+pub mod yolo;

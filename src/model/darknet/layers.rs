@@ -498,9 +498,9 @@ fn maxpool(reader: &mut SectionReader<'_>, input: Shape) -> Result<(LayerKind, S
     require_default(reader, "maxpool_zero_nonmax", 0, "it only matters for training")?;
     reader.raw("out_channels");
 
-    // Darknet's output size is (in + padding - size) / stride + 1 with the
-    // window starting padding/2 pixels before the image; the rest of the
-    // padding (possibly none) falls after it.
+    // Darknet's output size is (in + padding - size) / stride + 1, and the
+    // window starts padding/2 pixels before the image. The rest of the
+    // padding, possibly none, falls after it.
     let out = |extent: usize, stride: usize| (extent + padding).checked_sub(size).map(|rest| rest / stride + 1);
     let (Some(height), Some(width)) = (out(input.height, stride_y), out(input.width, stride_x)) else {
         return Err(

@@ -60,7 +60,7 @@ pub fn weights_layout(cfg_path: &Path) -> Result<Vec<ConvParamsLayout>, DarknetE
     Ok(weights::layout(&read_network(cfg_path, None)?))
 }
 
-/// The decoding metadata of a network; `name` is the model's short name.
+/// Builds the decoding metadata of a network; `name` is the model's short name.
 pub fn meta_of(network: &Network, name: &str) -> ModelMeta {
     let heads = network
         .layers

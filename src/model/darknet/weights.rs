@@ -39,7 +39,7 @@ impl ConvParamsLayout {
     }
 }
 
-/// The parameter layout of every convolution of `network`, in file order.
+/// Lists the parameter layout of every convolution of `network`, in file order.
 pub fn layout(network: &Network) -> Vec<ConvParamsLayout> {
     network
         .layers
