@@ -14,14 +14,20 @@
 //!
 //! The bench prints the median of repeated runs of the conversion alone and
 //! of conversion plus resize, and how many times faster edgedet's path is.
+//! When `models/yolov4-tiny/` contains the model (`models/fetch-yolov4-tiny.sh`),
+//! it also times yolov4-tiny's f32 inference on one thread in the same run
+//! and prints each frame path as a share of it: the goal is at most 10% at
+//! 1280×720.
 
 #[path = "../tests/preprocess/darknet_reference.rs"]
 mod darknet_reference;
 
 use std::hint::black_box;
 use std::path::Path;
+use std::time::Duration;
 
 use edgedet::convert::{insert_huffman_tables, FrameConverter, PixelFormat, RawFrame};
+use edgedet::model::{Model, ModelSpec};
 use edgedet::preprocess::{load_image, prepare_input, ResizeMode, RgbImage};
 use image::imageops::FilterType;
 
@@ -47,24 +53,54 @@ const SIMPLE_RUNS: usize = 15;
 
 fn main() {
     let photo = load_photo();
+    let inference = time_inference(&photo);
 
     println!("camera frame -> {NET_SIDE}x{NET_SIDE} input, median of repeated runs on one thread, in ms");
     println!(
-        "{:<8}{:>10}{:>12}{:>12}{:>12}{:>12}{:>10}",
-        "format", "size", "convert", "simple", "+ resize", "simple", "speed-up"
+        "{:<8}{:>10}{:>12}{:>12}{:>12}{:>12}{:>10}{:>14}",
+        "format", "size", "convert", "simple", "+ resize", "simple", "speed-up", "of inference"
     );
     for (width, height) in FRAME_SIZES {
         let still = image::imageops::resize(&photo, width, height, FilterType::Triangle);
         for format in FORMATS {
             let data = encode(format, &still);
             let frame = RawFrame::packed(format, width, height, &data);
-            report(&frame);
+            report(&frame, inference);
         }
+    }
+    match inference {
+        Some(inference) => println!(
+            "yolov4-tiny f32 inference: {:.3} ms; goal: frame to input at most 10% of it at 1280x720",
+            milliseconds(inference)
+        ),
+        None => println!(
+            "yolov4-tiny is not in {MODEL_DIR}: run models/fetch-yolov4-tiny.sh to compare with its inference time"
+        ),
     }
 }
 
+/// Folder that `models/fetch-yolov4-tiny.sh` writes the model to.
+const MODEL_DIR: &str = "models/yolov4-tiny";
+/// Inference runs; each takes tens of milliseconds.
+const INFERENCE_RUNS: usize = 30;
+
+/// Median time of yolov4-tiny's inference alone on `photo`, or `None`
+/// without the model files.
+fn time_inference(photo: &RgbImage) -> Option<Duration> {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(MODEL_DIR).join("yolov4-tiny.cfg");
+    if !cfg.with_extension("weights").is_file() {
+        return None;
+    }
+    let spec = ModelSpec { path: cfg, weights: None, names: None, size: None };
+    let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading {}: {error}", spec.path.display()));
+    let input = prepare_input(photo, model.meta().width, model.meta().height, ResizeMode::Stretch);
+    Some(median_time(INFERENCE_RUNS, || {
+        black_box(model.run(black_box(&input)).expect("running yolov4-tiny"));
+    }))
+}
+
 /// Times both paths for one frame and prints one row.
-fn report(frame: &RawFrame<'_>) {
+fn report(frame: &RawFrame<'_>, inference: Option<Duration>) {
     let mut converter = FrameConverter::new();
     let mut image = RgbImage::new(0, 0);
     let mut convert = |image: &mut RgbImage| {
@@ -88,8 +124,12 @@ fn report(frame: &RawFrame<'_>) {
 
     let size = format!("{}x{}", frame.width, frame.height);
     let speed_up = simple_prepared.as_secs_f64() / prepared.as_secs_f64();
+    let share = match inference {
+        Some(inference) => format!("{:.1}%", 100.0 * prepared.as_secs_f64() / inference.as_secs_f64()),
+        None => "-".to_string(),
+    };
     println!(
-        "{:<8}{size:>10}{:>12.3}{:>12.3}{:>12.3}{:>12.3}{speed_up:>9.1}x",
+        "{:<8}{size:>10}{:>12.3}{:>12.3}{:>12.3}{:>12.3}{speed_up:>9.1}x{share:>14}",
         frame.format.to_string(),
         milliseconds(converted),
         milliseconds(simple_converted),

@@ -271,3 +271,67 @@ fn config_default_prints_default_config() {
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&output.stdout), DEFAULT_CONFIG);
 }
+
+// ---- the rpicam source -------------------------------------------------------
+
+/// [`VALID`] with an `rpicam` camera, `path = "0"` and `keys` on line 14.
+fn rpicam(keys: &str) -> String {
+    VALID
+        .replace("source = \"image\"", "source = \"rpicam\"")
+        .replace("path = \"door.jpg\"", &format!("path = \"0\"\n{keys}"))
+}
+
+#[test]
+fn rpicam_camera_is_accepted() {
+    let text = rpicam("width = 1296\nheight = 972\ninterval_ms = 500\nrpicam_args = [\"--rotation\", \"180\"]");
+    let config = parse(&text).expect("the rpicam config is valid");
+    let camera = &config.cameras[0];
+    assert_eq!(camera.source, SourceKind::Rpicam);
+    assert_eq!(camera.path, Path::new("0"), "a camera index is not resolved against the config's folder");
+    assert_eq!(camera.frame_size, edgedet::config::FrameSize::new(1296, 972));
+    assert_eq!(camera.frame_interval, Some(std::time::Duration::from_millis(500)));
+    assert_eq!(camera.rpicam_args, ["--rotation", "180"]);
+}
+
+#[test]
+fn misspelt_rpicam_key_names_key_and_line() {
+    let message = error_message(&rpicam("rpicam_arg = [\"--hflip\"]"));
+    assert!(message.contains("unknown field `rpicam_arg`"), "{message}");
+    assert!(message.contains("cameras[0]"), "{message}");
+    assert!(message.contains(&format!("{CONFIG_PATH}:14:")), "{message}");
+}
+
+#[test]
+fn rpicam_args_must_be_a_list_of_strings() {
+    let message = error_message(&rpicam("rpicam_args = \"--hflip\""));
+    assert!(message.contains("cameras[0].rpicam_args"), "{message}");
+    assert!(message.contains("invalid type"), "{message}");
+    assert!(message.contains(&format!("{CONFIG_PATH}:14:15:")), "{message}");
+}
+
+#[test]
+fn rpicam_rejects_keys_of_other_sources() {
+    for (key, expected) in [
+        ("pixel_format = \"YUYV\"", "pixel_format applies only to source = \"device\""),
+        ("realtime = true", "realtime applies only to source = \"stream\""),
+    ] {
+        let message = error_message(&rpicam(key));
+        assert!(message.contains(expected), "{key}: {message}");
+        assert!(message.contains(&format!("{CONFIG_PATH}:10:")), "{key}: {message}");
+    }
+}
+
+#[test]
+fn rpicam_args_reject_width_option() {
+    let message = error_message(&rpicam("rpicam_args = [\"--width\", \"800\"]"));
+    assert_eq!(
+        message,
+        format!("{CONFIG_PATH}:14:15: cameras[0] (\"door\"): rpicam_args: \"--width\" is set from width and height")
+    );
+}
+
+#[test]
+fn default_config_leaves_rpicam_args_unset() {
+    let file = ConfigFile::parse(Path::new("default.toml"), DEFAULT_CONFIG).expect("the default config parses");
+    assert_eq!(file.cameras.get_ref()[0].get_ref().rpicam_args, None);
+}

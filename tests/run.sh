@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Run edgedet's whole test suite as one command, from any working directory:
 #
-#   install  Debian packages mosquitto, mosquitto-clients, ffmpeg, cmake and
-#            nasm (apt-get), rustup components rustfmt and clippy, and a
-#            Python venv at .venv/ with opencv-python-headless<5, onnxruntime
-#            and numpy, each only when missing
+#   install  Debian packages mosquitto, mosquitto-clients, ffmpeg, cmake,
+#            nasm, libclang-dev, systemd, debootstrap and dpkg-dev (apt-get),
+#            rustup components rustfmt and clippy, cargo-deb (cargo install),
+#            and a Python venv at .venv/ with opencv-python-headless<5,
+#            onnxruntime and numpy, each only when missing
 #   model    models/fetch-yolov4-tiny.sh --source pypi
 #   fmt      cargo fmt --check
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test, with EDGEDET_TEST_PYTHON set to the venv's python
+#   package  tests/packaging/systemd-unit.sh (systemd-analyze verify and
+#            security), then `cargo deb` and tests/packaging/deb-install.sh,
+#            which installs, upgrades and purges the package in a Debian root
+#            made with debootstrap (as root; the first run downloads it)
 #
 # Each stage prints its duration. The script stops at the first failing stage
 # and names it. It installs system packages as root, or through sudo otherwise.
@@ -26,7 +31,9 @@ cd "$repo"
 # mosquitto, mosquitto-clients and ffmpeg are used by the tests. cmake and nasm
 # build the libjpeg-turbo that the turbojpeg crate bundles: its x86 SIMD code
 # is assembled by nasm, and the crate requires SIMD by default.
-readonly APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg cmake nasm libclang-dev)
+readonly APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg cmake nasm libclang-dev systemd debootstrap dpkg-dev)
+# The packaging stage builds the .deb with this cargo-deb.
+readonly CARGO_DEB_VERSION=3.8.0
 readonly RUSTUP_COMPONENTS=(rustfmt clippy)
 readonly VENV="$repo/.venv"
 readonly PYTHON_REQUIREMENTS=("opencv-python-headless<5" onnxruntime numpy)
@@ -197,10 +204,20 @@ install_python_venv() {
     "$VENV/bin/python" -c "$PYTHON_IMPORTS" || fail "the venv still cannot run '$PYTHON_IMPORTS' after pip install"
 }
 
+install_cargo_deb() {
+    if [[ "$(cargo deb --version 2>/dev/null)" == *"$CARGO_DEB_VERSION"* ]]; then
+        echo "cargo-deb present: $(cargo deb --version)"
+        return
+    fi
+    echo "installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+}
+
 stage_install() {
     install_apt_packages
     install_rustup_components
     install_python_venv
+    install_cargo_deb
 }
 
 # ---- model and Rust checks --------------------------------------------------
@@ -223,6 +240,15 @@ stage_test() {
     cargo test 2>&1 | tee "$test_log"
 }
 
+# ---- systemd unit and Debian package ------------------------------------------
+
+stage_package() {
+    bash "$repo/tests/packaging/systemd-unit.sh"
+    # Built as the invoking user; only the install test needs root.
+    cargo deb --fast --output "$repo/target/packaging/edgedet.deb"
+    as_root bash "$repo/tests/packaging/deb-install.sh" "$repo/target/packaging/edgedet.deb"
+}
+
 # ---- main -------------------------------------------------------------------
 
 echo "edgedet test suite in $repo"
@@ -231,5 +257,6 @@ run_stage model stage_model
 run_stage fmt stage_fmt
 run_stage clippy stage_clippy
 run_stage test stage_test
+run_stage package stage_package
 
 print_summary "all ${#stage_summaries[@]} stages passed"

@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::ffmpeg::ffmpeg;
 use common::mosquitto::Mosquitto;
@@ -171,7 +171,19 @@ impl CaptureDevice for FakeDevice {
                 self.camera.set_plugged(false);
                 Err(DequeueError::Gone(io::Error::from_raw_os_error(libc::ENODEV)))
             }
-            Some(Event::Again) | None => Err(DequeueError::Timeout(timeout)),
+            Some(Event::Again) => Err(DequeueError::Timeout(timeout)),
+            None => {
+                // Like a real camera between frames: wait for the next one
+                // until the timeout passes.
+                let deadline = Instant::now() + timeout;
+                while Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                    if !self.camera.events.lock().unwrap().is_empty() {
+                        return self.dequeue(timeout);
+                    }
+                }
+                Err(DequeueError::Timeout(timeout))
+            }
         }
     }
 }
@@ -315,7 +327,7 @@ fn bayer_only_device_rejected_with_advice() {
         "{message}"
     );
     assert!(message.contains("rpicam-vid"), "{message}");
-    assert!(message.contains("source = \"stream\""), "{message}");
+    assert!(message.contains("source = \"rpicam\""), "{message}");
     assert!(message.contains("USB (UVC) camera"), "{message}");
 }
 
@@ -700,4 +712,111 @@ fn daemon_keeps_missing_device_offline() {
     assert!(log.contains(&format!("opening {}", device.display())), "{log}");
     assert!(log.contains("offline, trying again in 1000 ms"), "{log}");
     assert!(log.contains("attempt 1 failed"), "{log}");
+}
+
+/// Texts of the status messages of camera `porch` received so far.
+fn porch_statuses(live: &common::mosquitto::Subscriber) -> Vec<String> {
+    live.messages.iter().filter(|message| message.topic == "edgedet/testdev/porch/status").map(|m| m.text()).collect()
+}
+
+/// Waits until `count` status messages of camera `porch` have arrived.
+fn wait_for_statuses(live: &mut common::mosquitto::Subscriber, count: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    while porch_statuses(live).len() < count && Instant::now() < deadline {
+        live.wait_for(Duration::from_millis(100), |_| false);
+    }
+    porch_statuses(live)
+}
+
+fn detections_count(live: &common::mosquitto::Subscriber) -> usize {
+    live.messages.iter().filter(|message| message.topic == "edgedet/testdev/porch/detections").count()
+}
+
+#[test]
+fn unplugged_camera_goes_offline_then_online() {
+    let broker = Mosquitto::start();
+    let mut live = common::mosquitto::Subscriber::connect(broker.port(), &["edgedet/#"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_device_config(dir.path(), broker.port(), Path::new("/dev/video0"));
+    let config = edgedet::config::Config::load(&config_path).unwrap();
+
+    let yuyv = raw_frame(&still(), "yuyv422");
+    let camera = FakeCamera::new(vec![offer(b"YUYV", &[(WIDTH, HEIGHT)])]);
+
+    let control = edgedet::daemon::Control::default();
+    let daemon = {
+        let (camera, control) = (camera.clone(), control.clone());
+        std::thread::spawn(move || {
+            let open_source = move |_: &edgedet::config::CameraConfig| -> Box<dyn FrameSource> {
+                Box::new(camera.source(options(WIDTH, HEIGHT)))
+            };
+            let options = edgedet::daemon::RunOptions { echo: edgedet::daemon::Echo::Off, exit_when_done: false };
+            edgedet::daemon::run_with_sources(config, options, &control, &open_source)
+        })
+    };
+
+    // The status goes out once the MQTT connection is up; frames are held
+    // back until then, as a status replaced before the connection is never
+    // published.
+    let statuses = wait_for_statuses(&mut live, 1, Duration::from_secs(120));
+    assert_eq!(statuses, ["online"], "{}", live.summary());
+
+    // Three frames, then the device is unplugged.
+    for _ in 0..3 {
+        camera.push(frame(yuyv.clone()));
+    }
+    camera.push(Event::Gone);
+    let statuses = wait_for_statuses(&mut live, 2, Duration::from_secs(120));
+    assert_eq!(statuses, ["online", "offline"], "{}", live.summary());
+    // Inference runs on its own thread, so the last frame's detections may
+    // follow the offline status.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while detections_count(&live) == 0 && Instant::now() < deadline {
+        live.wait_for(Duration::from_millis(100), |_| false);
+    }
+    let before = detections_count(&live);
+    assert!(before >= 1, "no detections before the unplug:\n{}", live.summary());
+
+    // Plugged in again: the next retry opens it and frames flow.
+    camera.set_plugged(true);
+    for _ in 0..3 {
+        camera.push(frame(yuyv.clone()));
+    }
+    let statuses = wait_for_statuses(&mut live, 3, Duration::from_secs(30));
+    assert_eq!(statuses, ["online", "offline", "online"], "{}", live.summary());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while detections_count(&live) <= before && Instant::now() < deadline {
+        live.wait_for(Duration::from_millis(100), |_| false);
+    }
+
+    control.shutdown.trigger();
+    daemon.join().unwrap().unwrap();
+    let statuses = wait_for_statuses(&mut live, 4, Duration::from_secs(10));
+    assert_eq!(statuses, ["online", "offline", "online", "offline"], "{}", live.summary());
+    let returned = live
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, message)| message.topic == "edgedet/testdev/porch/status" && message.text() == "online")
+        .nth(1)
+        .map(|(index, _)| index)
+        .unwrap();
+    assert!(
+        live.messages[returned..].iter().any(|message| message.topic == "edgedet/testdev/porch/detections"),
+        "no detections after the camera returned:\n{}",
+        live.summary()
+    );
+
+    // The last stats message, published after the camera stopped.
+    let stats = live
+        .wait_for_topic(Duration::from_secs(10), "edgedet/testdev/stats")
+        .unwrap_or_else(|| panic!("no stats message:\n{}", live.summary()))
+        .json();
+    let porch = &stats["cameras"]["porch"];
+    assert_eq!(porch["frames_captured"], 6, "{stats}");
+    let processed = porch["frames_processed"].as_u64().unwrap();
+    let skipped = porch["frames_skipped"].as_u64().unwrap();
+    assert_eq!(processed + skipped, 6, "every captured frame is processed or skipped: {stats}");
+    assert_eq!(processed as usize, detections_count(&live), "one detections message per processed frame: {stats}");
+    assert_eq!(*camera.opens.lock().unwrap(), 2);
 }

@@ -18,6 +18,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     config.check_files()?;
     crate::frame_source::check_programs(&config.cameras)?;
     crate::daemon::load_model(&config)?;
+    let mut checked = vec![&config.model.spec];
+    for camera in &config.cameras {
+        if let Some(model) = camera.model.as_ref().filter(|model| !checked.contains(&&model.spec)) {
+            crate::daemon::load_model_spec(&model.spec)?;
+            checked.push(&model.spec);
+        }
+    }
     super::write_stdout(&summary(&config))?;
     Ok(())
 }
@@ -56,12 +63,20 @@ fn describe_camera(camera: &CameraConfig) -> String {
             Err(error) => format!("folder {} (cannot be listed: {error})", camera.path.display()),
         },
         // The source's own description hides a URL's password.
-        SourceKind::Stream | SourceKind::Device => crate::frame_source::open(camera).description(),
+        SourceKind::Stream | SourceKind::Device | SourceKind::Rpicam => crate::frame_source::open(camera).description(),
     };
     let looping = if camera.looping { "looping" } else { "once" };
     let rate = match camera.frame_interval {
         Some(interval) => format!("one frame every {} ms at most", interval.as_millis()),
         None => "no rate limit".to_string(),
     };
-    format!("{what}, {looping}, {rate}")
+    match &camera.model {
+        Some(model) => format!(
+            "{what}, {looping}, {rate}, own model {} (threshold {}, NMS threshold {})",
+            model.spec.path.display(),
+            model.detector.threshold,
+            model.detector.nms_threshold
+        ),
+        None => format!("{what}, {looping}, {rate}"),
+    }
 }

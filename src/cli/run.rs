@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::daemon::{self, Echo, RunOptions, Shutdown};
+use crate::daemon::{self, Control, Echo, RunOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -26,10 +26,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     config.check_files()?;
     crate::frame_source::check_programs(&config.cameras)?;
 
-    let shutdown = Shutdown::new();
-    let _signals = shutdown.trigger_on_signals().context("installing the SIGTERM and SIGINT handlers")?;
+    let control = Control::default();
+    let _signals = daemon::listen_to_signals(&control.shutdown, &control.reload)
+        .context("installing the SIGTERM, SIGINT and SIGHUP handlers")?;
     let options =
         RunOptions { echo: if args.echo { Echo::Stdout } else { Echo::Off }, exit_when_done: args.exit_when_done };
-    daemon::run(&config, options, shutdown)?;
+    daemon::run(config, options, &control)?;
     Ok(())
 }

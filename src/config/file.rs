@@ -134,10 +134,10 @@ pub struct CameraSection {
     pub interval_ms: Option<u64>,
     #[serde(default)]
     pub fps: Option<FrameRate>,
-    /// Frame width of a `stream` or `device` source in pixels; set together with `height`.
+    /// Frame width of a `stream`, `device` or `rpicam` source in pixels; set together with `height`.
     #[serde(default)]
     pub width: Option<NonZeroU32>,
-    /// Frame height of a `stream` or `device` source in pixels; set together with `width`.
+    /// Frame height of a `stream`, `device` or `rpicam` source in pixels; set together with `width`.
     #[serde(default)]
     pub height: Option<NonZeroU32>,
     /// Whether a `stream` source reads its input at the input's own frame rate.
@@ -146,6 +146,13 @@ pub struct CameraSection {
     /// V4L2 fourcc that a `device` source must capture, such as `YUYV`.
     #[serde(default)]
     pub pixel_format: Option<String>,
+    /// Further arguments that an `rpicam` source passes to rpicam-vid, such as `["--rotation", "180"]`.
+    #[serde(default)]
+    pub rpicam_args: Option<Spanned<Vec<String>>>,
+    /// The camera's own model, with the keys of `[model]`. Without it the
+    /// camera shares the `[model]` instance with the other cameras.
+    #[serde(default)]
+    pub model: Option<ModelSection>,
 }
 
 /// Kind of input that a camera's `path` names.
@@ -160,6 +167,8 @@ pub enum SourceKind {
     Stream,
     /// A V4L2 capture device such as a USB webcam.
     Device,
+    /// A Raspberry Pi camera module, captured by an `rpicam-vid` process.
+    Rpicam,
 }
 
 impl SourceKind {
@@ -169,6 +178,7 @@ impl SourceKind {
             SourceKind::Folder => "folder",
             SourceKind::Stream => "stream",
             SourceKind::Device => "device",
+            SourceKind::Rpicam => "rpicam",
         }
     }
 }

@@ -97,19 +97,26 @@ impl fmt::Debug for Credentials {
 pub struct CameraConfig {
     pub name: String,
     pub source: SourceKind,
+    /// Resolved against the config file's directory, except a URL and the
+    /// camera index of an `rpicam` source, which are kept as written.
     pub path: PathBuf,
     pub looping: bool,
     /// Minimum time between the starts of two frames; `None` for no limit.
     pub frame_interval: Option<Duration>,
     /// Size that a `stream` source scales its frames to. `None` keeps the
     /// input's own size, which the source reads with ffprobe. For a `device`
-    /// source, the size requested from the device.
+    /// source, the size requested from the device, and for an `rpicam`
+    /// source the size rpicam-vid outputs, both even.
     pub frame_size: Option<FrameSize>,
     /// Whether a `stream` source is read at the input's own frame rate
     /// (ffmpeg's `-re`) rather than as fast as frames are taken.
     pub realtime: bool,
     /// Pixel format that a `device` source must capture; `None` lets it choose.
     pub pixel_format: Option<crate::convert::PixelFormat>,
+    /// Further arguments that an `rpicam` source passes to rpicam-vid; empty for other sources.
+    pub rpicam_args: Vec<String>,
+    /// The camera's own `model` table; `None` shares `[model]`.
+    pub model: Option<ModelConfig>,
 }
 
 /// Width and height of a frame in pixels, each from 1 to [`FrameSize::MAX_SIDE`].
@@ -189,18 +196,7 @@ impl Config {
         let mqtt = resolve_mqtt(path, text, file.mqtt, &device_id)?;
         let cameras = resolve_cameras(path, text, base, file.cameras)?;
 
-        let model = ModelConfig {
-            spec: ModelSpec {
-                path: base.join(&file.model.path),
-                weights: file.model.weights.map(|weights| base.join(weights)),
-                names: file.model.names.map(|names| base.join(names)),
-                size: file.model.size,
-            },
-            detector: DetectorOptions {
-                threshold: file.model.threshold.get(),
-                nms_threshold: file.model.nms_threshold.get(),
-            },
-        };
+        let model = resolve_model(base, file.model);
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -218,17 +214,18 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the first missing path and the key that names it.
     pub fn check_files(&self) -> Result<(), ConfigError> {
-        self.require_path("model.path", &self.model.spec.path)?;
-        if let Some(weights) = &self.model.spec.weights {
-            self.require_path("model.weights", weights)?;
-        }
-        if let Some(names) = &self.model.spec.names {
-            self.require_path("model.names", names)?;
+        self.require_model_files("model", &self.model.spec)?;
+        for camera in &self.cameras {
+            if let Some(model) = &camera.model {
+                self.require_model_files(&format!("cameras {:?} model", camera.name), &model.spec)?;
+            }
         }
 
         for camera in &self.cameras {
-            // A device that is not plugged in yet is retried while the daemon runs.
-            if camera.source == SourceKind::Device || (camera.source == SourceKind::Stream && is_url(&camera.path)) {
+            // A device that is not plugged in yet is retried while the daemon
+            // runs, and an rpicam camera index is no path.
+            let no_file = matches!(camera.source, SourceKind::Device | SourceKind::Rpicam);
+            if no_file || (camera.source == SourceKind::Stream && is_url(&camera.path)) {
                 continue;
             }
             let key = format!("cameras {:?} path", camera.name);
@@ -247,10 +244,23 @@ impl Config {
                             SourceKind::Folder => "a folder",
                             SourceKind::Stream => "a video file or a URL",
                             SourceKind::Device => "a device node",
+                            SourceKind::Rpicam => "a camera index",
                         }
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the files of the model table named `table`, such as `model`.
+    fn require_model_files(&self, table: &str, spec: &ModelSpec) -> Result<(), ConfigError> {
+        self.require_path(&format!("{table}.path"), &spec.path)?;
+        if let Some(weights) = &spec.weights {
+            self.require_path(&format!("{table}.weights"), weights)?;
+        }
+        if let Some(names) = &spec.names {
+            self.require_path(&format!("{table}.names"), names)?;
         }
         Ok(())
     }
@@ -422,13 +432,14 @@ fn resolve_cameras(
 
         let is_stream = camera.source == SourceKind::Stream;
         let is_device = camera.source == SourceKind::Device;
-        if !is_stream && !is_device && (camera.width.is_some() || camera.height.is_some()) {
+        let is_rpicam = camera.source == SourceKind::Rpicam;
+        if !is_stream && !is_device && !is_rpicam && (camera.width.is_some() || camera.height.is_some()) {
             return Err(ConfigError::at(
                 path,
                 text,
                 span,
                 format!(
-                    "cameras[{index}] ({name:?}): width and height apply only to source = \"stream\" and source = \"device\""
+                    "cameras[{index}] ({name:?}): width and height apply only to source = \"stream\", \"device\" and \"rpicam\""
                 ),
             ));
         }
@@ -460,7 +471,7 @@ fn resolve_cameras(
                 ConfigError::at(
                     path,
                     text,
-                    span,
+                    span.clone(),
                     format!(
                         "cameras[{index}] ({name:?}): invalid frame size {width}x{height}: expected width and height from 1 to {}",
                         FrameSize::MAX_SIDE
@@ -477,8 +488,62 @@ fn resolve_cameras(
             }
         };
 
-        // A URL is not a path, so it is not resolved against the config's directory.
-        let source_path = if is_stream && is_url(&camera.path) { camera.path.clone() } else { base.join(&camera.path) };
+        if let Some(size) = frame_size.filter(|size| is_rpicam && (size.width % 2 != 0 || size.height % 2 != 0)) {
+            return Err(ConfigError::at(
+                path,
+                text,
+                span,
+                format!(
+                    "cameras[{index}] ({name:?}): invalid frame size {size}: source = \"rpicam\" delivers YUV 4:2:0, which needs an even width and height"
+                ),
+            ));
+        }
+
+        let rpicam_args = match camera.rpicam_args {
+            None => Vec::new(),
+            Some(args) if !is_rpicam => {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    args.span(),
+                    format!("cameras[{index}] ({name:?}): rpicam_args applies only to source = \"rpicam\""),
+                ));
+            }
+            Some(args) => {
+                if let Some((argument, reason)) =
+                    args.get_ref().iter().find_map(|argument| Some((argument, rpicam_argument_conflict(argument)?)))
+                {
+                    return Err(ConfigError::at(
+                        path,
+                        text,
+                        args.span(),
+                        format!("cameras[{index}] ({name:?}): rpicam_args: {argument:?} {reason}"),
+                    ));
+                }
+                args.into_inner()
+            }
+        };
+
+        // A URL and a camera index are not paths, so they are not resolved
+        // against the config's directory.
+        let source_path = if is_rpicam {
+            if !is_camera_index(&camera.path) {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    span,
+                    format!(
+                        "cameras[{index}] ({name:?}): path {:?} is not a camera index: source = \"rpicam\" takes the index that `rpicam-hello --list-cameras` prints, such as \"0\"",
+                        camera.path.display().to_string()
+                    ),
+                ));
+            }
+            camera.path.clone()
+        } else if is_stream && is_url(&camera.path) {
+            camera.path.clone()
+        } else {
+            base.join(&camera.path)
+        };
 
         resolved.push(CameraConfig {
             name,
@@ -489,9 +554,86 @@ fn resolve_cameras(
             frame_size,
             realtime: camera.realtime,
             pixel_format,
+            rpicam_args,
+            model: camera.model.map(|model| resolve_model(base, model)),
         });
     }
     Ok(resolved)
+}
+
+/// Resolves a `[model]` table, or a camera's own `model` table, against the config file's directory.
+fn resolve_model(base: &Path, model: file::ModelSection) -> ModelConfig {
+    ModelConfig {
+        spec: ModelSpec {
+            path: base.join(&model.path),
+            weights: model.weights.map(|weights| base.join(weights)),
+            names: model.names.map(|names| base.join(names)),
+            size: model.size,
+        },
+        detector: DetectorOptions { threshold: model.threshold.get(), nms_threshold: model.nms_threshold.get() },
+    }
+}
+
+/// Returns whether `path` is an rpicam camera index: decimal digits that fit in a `u32`.
+fn is_camera_index(path: &Path) -> bool {
+    path.to_str().is_some_and(|text| {
+        !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) && text.parse::<u32>().is_ok()
+    })
+}
+
+/// rpicam-vid options that edgedet sets itself, with their one-letter
+/// aliases and the reason they may not appear in `rpicam_args`.
+const RPICAM_OPTIONS_SET: [(&str, Option<char>, &str); 9] = [
+    ("camera", None, "is set from path"),
+    ("width", None, "is set from width and height"),
+    ("height", None, "is set from width and height"),
+    ("framerate", None, "is set from fps or interval_ms"),
+    ("codec", None, "is set by edgedet, which reads raw YUV 4:2:0 frames"),
+    ("output", Some('o'), "is set by edgedet, which reads the frames from rpicam-vid's stdout"),
+    ("timeout", Some('t'), "is set by edgedet, which runs rpicam-vid until it stops the camera"),
+    ("nopreview", Some('n'), "is set by edgedet"),
+    ("flush", None, "is set by edgedet"),
+];
+
+/// rpicam-vid options that change, pause or end what it writes to stdout,
+/// or that read further options from a file.
+const RPICAM_OPTIONS_BREAKING: [(&str, Option<char>); 13] = [
+    ("segment", None),
+    ("split", None),
+    ("circular", None),
+    ("listen", Some('l')),
+    ("frames", None),
+    ("initial", Some('i')),
+    ("keypress", Some('k')),
+    ("signal", Some('s')),
+    ("metadata", None),
+    ("config", Some('c')),
+    ("help", Some('h')),
+    ("version", None),
+    ("list-cameras", None),
+];
+
+/// Returns why `argument` may not be one of `rpicam_args`, or `None` when it may.
+/// rpicam-vid's option parser takes `--name value`, `--name=value`, `-x value`
+/// and `-xvalue`, so all four forms are recognised.
+fn rpicam_argument_conflict(argument: &str) -> Option<&'static str> {
+    const BREAKING: &str = "would change or stop the raw frames that edgedet reads from rpicam-vid's stdout";
+
+    let matches = |long: &str, short: Option<char>| {
+        let long_match = argument
+            .strip_prefix("--")
+            .is_some_and(|rest| rest == long || rest.strip_prefix(long).is_some_and(|value| value.starts_with('=')));
+        let short_match = short.is_some_and(|letter| {
+            let mut characters = argument.chars();
+            characters.next() == Some('-') && characters.next() == Some(letter)
+        });
+        long_match || short_match
+    };
+    RPICAM_OPTIONS_SET
+        .iter()
+        .find(|(long, short, _)| matches(long, *short))
+        .map(|(_, _, reason)| *reason)
+        .or_else(|| RPICAM_OPTIONS_BREAKING.iter().any(|(long, short)| matches(long, *short)).then_some(BREAKING))
 }
 
 #[cfg(test)]
@@ -510,6 +652,29 @@ path = "images/door.jpg"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_text(Path::new("/etc/edgedet/edgedet.toml"), text)
+    }
+
+    #[test]
+    fn camera_model_table_is_resolved_like_model() {
+        let text = format!("{MINIMAL}[cameras.model]\npath = \"big/yolov4.cfg\"\nthreshold = 0.5\n");
+        let config = parse(&text).unwrap();
+        let own = config.cameras[0].model.as_ref().expect("the camera's own model");
+        assert_eq!(own.spec.path, Path::new("/etc/edgedet/big/yolov4.cfg"));
+        assert_eq!(own.detector.threshold, 0.5);
+        assert_eq!(own.detector.nms_threshold, 0.45);
+        assert_eq!(config.model.spec.path, Path::new("/etc/edgedet/yolo/yolov4-tiny.cfg"));
+    }
+
+    #[test]
+    fn camera_without_model_table_shares_model() {
+        assert_eq!(parse(MINIMAL).unwrap().cameras[0].model, None);
+    }
+
+    #[test]
+    fn camera_model_unknown_key_names_line() {
+        let text = format!("{MINIMAL}[cameras.model]\npath = \"big/yolov4.cfg\"\nthresh = 0.5\n");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("edgedet.toml:11:1: cameras[0].model.thresh: unknown field `thresh`"), "{message}");
     }
 
     #[test]
@@ -635,6 +800,114 @@ path = "images/door.jpg"
         let mut config = parse(&text).expect("device config is valid");
         config.model.spec.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         config.check_files().expect("a device that is not plugged in is retried, not rejected");
+    }
+
+    fn rpicam(keys: &str) -> String {
+        MINIMAL
+            .replace("source = \"image\"", "source = \"rpicam\"")
+            .replace("\"images/door.jpg\"", &format!("\"0\"\n{keys}"))
+    }
+
+    #[test]
+    fn rpicam_entry_keeps_index_and_args() {
+        let text =
+            rpicam("width = 1280\nheight = 720\nfps = 10.0\nrpicam_args = [\"--awb\", \"daylight\", \"--ev\", \"-1\"]");
+        let config = parse(&text).expect("rpicam config is valid");
+        let camera = &config.cameras[0];
+        assert_eq!(camera.source, SourceKind::Rpicam);
+        assert_eq!(camera.path, Path::new("0"));
+        assert_eq!(camera.frame_size, FrameSize::new(1280, 720));
+        assert_eq!(camera.frame_interval, Some(Duration::from_millis(100)));
+        assert_eq!(camera.rpicam_args, ["--awb", "daylight", "--ev", "-1"]);
+    }
+
+    #[test]
+    fn rpicam_entry_defaults_are_empty() {
+        let config = parse(&rpicam("")).expect("rpicam config is valid");
+        assert_eq!(config.cameras[0].frame_size, None);
+        assert!(config.cameras[0].rpicam_args.is_empty());
+        assert_eq!(config.cameras[0].frame_interval, None);
+    }
+
+    #[test]
+    fn rpicam_path_must_be_a_camera_index() {
+        for path in ["front", "-1", "cam0", "99999999999"] {
+            let text = rpicam("").replace("path = \"0\"", &format!("path = {path:?}"));
+            let message = parse(&text).expect_err("not a camera index").to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "/etc/edgedet/edgedet.toml:5:1: cameras[0] (\"door\"): path {path:?} is not a camera index: source = \"rpicam\" takes the index that `rpicam-hello --list-cameras` prints, such as \"0\""
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn rpicam_size_must_be_even() {
+        let message = parse(&rpicam("width = 641\nheight = 480")).expect_err("641 is odd").to_string();
+        assert_eq!(
+            message,
+            "/etc/edgedet/edgedet.toml:5:1: cameras[0] (\"door\"): invalid frame size 641x480: source = \"rpicam\" delivers YUV 4:2:0, which needs an even width and height"
+        );
+    }
+
+    #[test]
+    fn rpicam_args_are_rejected_on_other_sources() {
+        let text =
+            MINIMAL.replace("path = \"images/door.jpg\"", "path = \"images/door.jpg\"\nrpicam_args = [\"--hflip\"]");
+        let message = parse(&text).expect_err("rpicam_args on an image source is invalid").to_string();
+        assert_eq!(
+            message,
+            "/etc/edgedet/edgedet.toml:9:15: cameras[0] (\"door\"): rpicam_args applies only to source = \"rpicam\""
+        );
+    }
+
+    #[test]
+    fn rpicam_args_that_edgedet_sets_are_rejected() {
+        let cases = [
+            ("--width", "is set from width and height"),
+            ("--height=480", "is set from width and height"),
+            ("--camera", "is set from path"),
+            ("--framerate", "is set from fps or interval_ms"),
+            ("--codec", "is set by edgedet, which reads raw YUV 4:2:0 frames"),
+            ("-o", "is set by edgedet, which reads the frames from rpicam-vid's stdout"),
+            ("--output=-", "is set by edgedet, which reads the frames from rpicam-vid's stdout"),
+            ("-t0", "is set by edgedet, which runs rpicam-vid until it stops the camera"),
+            ("-n", "is set by edgedet"),
+            ("--flush", "is set by edgedet"),
+            ("--segment", "would change or stop the raw frames that edgedet reads from rpicam-vid's stdout"),
+            ("--listen", "would change or stop the raw frames that edgedet reads from rpicam-vid's stdout"),
+            ("-k", "would change or stop the raw frames that edgedet reads from rpicam-vid's stdout"),
+            ("--metadata=-", "would change or stop the raw frames that edgedet reads from rpicam-vid's stdout"),
+        ];
+        for (argument, reason) in cases {
+            let text = rpicam(&format!("rpicam_args = [\"--hflip\", {argument:?}]"));
+            let message = parse(&text).expect_err(argument).to_string();
+            assert_eq!(
+                message,
+                format!("/etc/edgedet/edgedet.toml:9:15: cameras[0] (\"door\"): rpicam_args: {argument:?} {reason}"),
+            );
+        }
+    }
+
+    #[test]
+    fn rpicam_tuning_args_are_accepted() {
+        let args =
+            ["--rotation", "180", "--awb", "daylight", "--ev", "-0.5", "--denoise", "cdn_off", "--roi", "0,0,1,1"];
+        for argument in args {
+            assert_eq!(rpicam_argument_conflict(argument), None, "{argument}");
+        }
+        // A longer option that merely starts with a reserved name is not that option.
+        assert_eq!(rpicam_argument_conflict("--frames-per-second"), None);
+        assert_eq!(rpicam_argument_conflict("--timeout-x"), None);
+    }
+
+    #[test]
+    fn rpicam_camera_passes_file_check() {
+        let mut config = parse(&rpicam("")).expect("rpicam config is valid");
+        config.model.spec.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        config.check_files().expect("a camera index is not a file");
     }
 
     #[test]

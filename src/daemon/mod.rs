@@ -1,35 +1,45 @@
-//! The detection daemon: loads the model once, connects to MQTT, runs one
-//! worker thread per camera, publishes stats, and shuts down cleanly.
+//! The detection daemon: loads the model once, connects to MQTT, runs two
+//! threads per camera (capture and inference), publishes stats, reloads its
+//! config on request, reports its state to systemd, and shuts down cleanly.
 //!
 //! [`run`] owns the order of start and stop. On start: model, embedded
-//! broker (if configured), MQTT link, camera workers, stats ticker. Stop
-//! comes with SIGTERM, SIGINT, or every source finished under
-//! `exit_when_done`. Then the workers finish their current frame and publish
-//! their camera's `offline`, a last stats message goes out, then the
-//! device's `offline`. Last, the MQTT connection is closed with a DISCONNECT
-//! so the broker does not publish the last will. This module reads no files
-//! itself and parses no config.
+//! broker (if configured), MQTT link, cameras, stats ticker, then readiness
+//! to systemd (cameras report their own status and never hold readiness
+//! back). While running, the [`supervisor`] applies reloads and pings the
+//! systemd watchdog while every camera makes progress. Stop comes with
+//! SIGTERM, SIGINT, or every source finished under `exit_when_done`. Then
+//! the cameras finish their current frame and publish their `offline`, a
+//! last stats message goes out, then the device's `offline`. Last, the MQTT
+//! connection is closed with a DISCONNECT so the broker does not publish the
+//! last will. This module parses no config itself; a reload reads the file
+//! again through [`crate::config`].
 
+mod capture;
+mod notify;
 mod shutdown;
 mod stats;
+mod supervisor;
+mod watchdog;
 mod worker;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-pub use shutdown::{Shutdown, SignalListener};
+pub use notify::ServiceNotifier;
+pub use shutdown::{listen_to_signals, ReloadRequest, Shutdown, SignalListener};
 pub use worker::Echo;
 
-use crate::config::Config;
+use crate::config::{CameraConfig, Config};
 use crate::detector::Detector;
-use crate::model::{Model, ModelError};
+use crate::frame_source::FrameSource;
+use crate::model::{Model, ModelError, ModelSpec};
 use crate::publish::{self, MqttLink, PublishError, Publisher, Topics};
-use stats::{CameraCounters, StatsReporter};
-use worker::CameraWorker;
+use stats::StatsReporter;
+use supervisor::Supervisor;
+use worker::SharedDetector;
 
 /// Maximum wait for the MQTT connection to send the last messages and disconnect.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +51,13 @@ pub struct RunOptions {
     pub echo: Echo,
     /// Exit after every non-looping source has finished, even if the config does not say so.
     pub exit_when_done: bool,
+}
+
+/// The requests that reach a running daemon from outside: stop, and reload.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    pub shutdown: Shutdown,
+    pub reload: ReloadRequest,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,16 +78,36 @@ pub enum DaemonError {
     },
 }
 
-/// Runs the daemon until `shutdown` is triggered, or until every source has
-/// finished when `exit_when_done` is set in the config or in `options`.
+/// Opens the frame source that a camera entry describes.
+pub type OpenSource = dyn Fn(&CameraConfig) -> Box<dyn FrameSource> + Sync;
+
+/// Runs the daemon until `control.shutdown` is triggered, or until every
+/// source has finished when `exit_when_done` is set in the config or in
+/// `options`. `control.reload` makes it read its config file again.
 ///
 /// # Errors
 /// Failures to start: the model does not load, the embedded broker cannot
 /// listen, or a thread cannot be started. Once running, problems with
-/// sources, frames or the broker are logged and retried, not returned.
-pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(), DaemonError> {
-    let model = load_model(config)?;
-    let detector = Detector::new(Arc::clone(&model), config.model.detector);
+/// sources, frames, reloads or the broker are logged and retried, not returned.
+pub fn run(config: Config, options: RunOptions, control: &Control) -> Result<(), DaemonError> {
+    run_with_sources(config, options, control, &crate::frame_source::open)
+}
+
+/// [`run`], with the cameras' sources opened by `open_source` instead of
+/// [`crate::frame_source::open`]: the seam through which tests give the
+/// daemon scripted sources, such as a V4L2 device that comes and goes.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with_sources(
+    config: Config,
+    options: RunOptions,
+    control: &Control,
+    open_source: &OpenSource,
+) -> Result<(), DaemonError> {
+    let notifier = ServiceNotifier::from_env();
+    let model = notifier.keep_alive(|| load_model(&config))?;
+    let detector = SharedDetector::new(Detector::new(Arc::clone(&model), config.model.detector));
 
     let _broker = if config.mqtt.embedded_broker { Some(publish::start_embedded_broker(&config.mqtt)?) } else { None };
     let topics = Topics::new(&config.mqtt.topic_prefix, &config.device_id);
@@ -86,30 +123,43 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(
         config.mqtt.max_queued
     );
 
-    let exit_when_done = options.exit_when_done || config.exit_when_done;
-    let (workers, counters) =
-        start_workers(config, &detector, &link.publisher(), &topics, &shutdown, options.echo, exit_when_done)?;
+    let reporter = Arc::new(StatsReporter::new(model.description(), model.precision().to_string(), link.publisher()));
+    let stats_interval = config.mqtt.stats_interval;
+    let mut supervisor = Supervisor::new(
+        config,
+        options,
+        open_source,
+        &notifier,
+        supervisor::Pipeline {
+            model,
+            detector,
+            publisher: link.publisher(),
+            topics: topics.clone(),
+            reporter: Arc::clone(&reporter),
+        },
+    );
+    supervisor.start_cameras()?;
 
-    let reporter =
-        Arc::new(StatsReporter::new(model.description(), model.precision().to_string(), counters, link.publisher()));
     let stats_stop = Shutdown::new();
-    let stats_thread = match config.mqtt.stats_interval {
-        Some(interval) => Some(
-            spawn_stats_ticker(interval, &reporter, link.publisher(), topics.stats(), &stats_stop)
-                // Stop the camera workers, which are already running.
-                .inspect_err(|_| shutdown.trigger())?,
-        ),
+    let stats_thread = match stats_interval {
+        Some(interval) => {
+            match spawn_stats_ticker(interval, &reporter, link.publisher(), topics.stats(), &stats_stop) {
+                Ok(thread) => Some(thread),
+                Err(error) => {
+                    supervisor.stop_cameras();
+                    return Err(error);
+                }
+            }
+        }
         None => None,
     };
 
-    shutdown.wait();
-    info!("stopping: waiting for the camera workers to finish their current frame");
+    notifier.ready(&supervisor.status());
+    supervisor.supervise(control);
 
-    for (name, worker) in workers {
-        if worker.join().is_err() {
-            error!("camera {name}: worker thread panicked");
-        }
-    }
+    notifier.stopping();
+    info!("stopping: waiting for the cameras to finish their current frame");
+    supervisor.stop_cameras();
     stats_stop.trigger();
     if let Some(ticker) = stats_thread {
         if ticker.join().is_err() {
@@ -125,77 +175,25 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Shutdown) -> Result<(
     Ok(())
 }
 
-/// Loads the configured model, logging its description and load time.
+/// Loads the `[model]` of `config`, logging its description and load time.
 ///
 /// # Errors
 /// [`DaemonError::Model`] when the model files are missing or invalid.
 pub fn load_model(config: &Config) -> Result<Arc<Model>, DaemonError> {
-    let started = Instant::now();
-    let path = config.model.spec.path.display().to_string();
-    let model = Model::load(&config.model.spec)
-        .map_err(|source| DaemonError::Model { path: path.clone(), source: Box::new(source) })?;
-    info!(
-        "loaded model {} from {path} in {:.2} s (threshold {}, NMS threshold {})",
-        model.description(),
-        started.elapsed().as_secs_f64(),
-        config.model.detector.threshold,
-        config.model.detector.nms_threshold
-    );
-    Ok(Arc::new(model))
+    load_model_spec(&config.model.spec)
 }
 
-type Workers = Vec<(String, JoinHandle<()>)>;
-type Counters = Vec<(String, Arc<CameraCounters>)>;
-
-/// Starts one thread per camera. With `exit_when_done`, the last worker to
-/// finish triggers `shutdown`.
-fn start_workers(
-    config: &Config,
-    detector: &Detector,
-    publisher: &Publisher,
-    topics: &Topics,
-    shutdown: &Shutdown,
-    echo: Echo,
-    exit_when_done: bool,
-) -> Result<(Workers, Counters), DaemonError> {
-    let running = Arc::new(AtomicUsize::new(config.cameras.len()));
-    let mut workers = Vec::with_capacity(config.cameras.len());
-    let mut counters = Vec::with_capacity(config.cameras.len());
-
-    for camera in &config.cameras {
-        let camera_counters = Arc::new(CameraCounters::default());
-        counters.push((camera.name.clone(), Arc::clone(&camera_counters)));
-
-        let worker = CameraWorker {
-            camera: camera.clone(),
-            source: crate::frame_source::open(camera),
-            detector: detector.clone(),
-            publisher: publisher.clone(),
-            topics: topics.clone(),
-            counters: camera_counters,
-            shutdown: shutdown.clone(),
-            echo,
-        };
-        let running = Arc::clone(&running);
-        let done = shutdown.clone();
-        let handle = thread::Builder::new()
-            .name(format!("camera-{}", camera.name))
-            .spawn(move || {
-                worker.run();
-                let still_running = running.fetch_sub(1, Ordering::AcqRel) - 1;
-                if exit_when_done && still_running == 0 && !done.is_triggered() {
-                    info!("every source has finished; exiting as exit_when_done asks");
-                    done.trigger();
-                }
-            })
-            .map_err(|source| {
-                // Stop the workers already started before giving up.
-                shutdown.trigger();
-                DaemonError::Thread { name: format!("camera-{}", camera.name), source }
-            })?;
-        workers.push((camera.name.clone(), handle));
-    }
-    Ok((workers, counters))
+/// Loads the model that `spec` names, logging its description and load time.
+///
+/// # Errors
+/// [`DaemonError::Model`] when the model files are missing or invalid.
+pub fn load_model_spec(spec: &ModelSpec) -> Result<Arc<Model>, DaemonError> {
+    let started = Instant::now();
+    let path = spec.path.display().to_string();
+    let model =
+        Model::load(spec).map_err(|source| DaemonError::Model { path: path.clone(), source: Box::new(source) })?;
+    info!("loaded model {} from {path} in {:.2} s", model.description(), started.elapsed().as_secs_f64());
+    Ok(Arc::new(model))
 }
 
 fn spawn_stats_ticker(

@@ -1,11 +1,13 @@
-//! A shutdown request shared by every thread of the daemon, and the signal
-//! handlers that raise it.
+//! A shutdown request shared by every thread of the daemon, a reload
+//! request, and the signal handlers that raise them: SIGTERM and SIGINT
+//! stop the daemon, SIGHUP reloads its config.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
 /// A one-way flag that threads poll between units of work and wait on
@@ -56,29 +58,55 @@ impl Shutdown {
             requested = changed.wait(requested).unwrap_or_else(PoisonError::into_inner);
         }
     }
+}
 
-    /// Triggers this shutdown on SIGTERM or SIGINT, from a background thread.
-    /// Drop the returned guard to stop listening.
-    ///
-    /// # Errors
-    /// The I/O error of registering the handlers or starting the thread.
-    pub fn trigger_on_signals(&self) -> std::io::Result<SignalListener> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
-        let handle = signals.handle();
-        let shutdown = self.clone();
-        thread::Builder::new().name("signals".to_string()).spawn(move || {
-            for signal in signals.forever() {
-                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
-                if shutdown.is_triggered() {
-                    log::warn!("received {name} again; shutdown is already under way");
-                } else {
-                    log::info!("received {name}, shutting down");
-                    shutdown.trigger();
-                }
-            }
-        })?;
-        Ok(SignalListener { handle })
+/// A request to read the config file again, raised by SIGHUP. Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadRequest {
+    requested: Arc<AtomicBool>,
+}
+
+impl ReloadRequest {
+    pub fn new() -> ReloadRequest {
+        ReloadRequest::default()
     }
+
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+    }
+
+    /// Returns whether a reload was requested since the last call, and clears the request.
+    pub fn take(&self) -> bool {
+        self.requested.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Triggers `shutdown` on SIGTERM or SIGINT and raises `reload` on SIGHUP,
+/// from a background thread. Drop the returned guard to stop listening.
+///
+/// # Errors
+/// The I/O error of registering the handlers or starting the thread.
+pub fn listen_to_signals(shutdown: &Shutdown, reload: &ReloadRequest) -> std::io::Result<SignalListener> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let handle = signals.handle();
+    let (shutdown, reload) = (shutdown.clone(), reload.clone());
+    thread::Builder::new().name("signals".to_string()).spawn(move || {
+        for signal in signals.forever() {
+            if signal == SIGHUP {
+                log::info!("received SIGHUP, reloading the config");
+                reload.request();
+                continue;
+            }
+            let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+            if shutdown.is_triggered() {
+                log::warn!("received {name} again; shutdown is already under way");
+            } else {
+                log::info!("received {name}, shutting down");
+                shutdown.trigger();
+            }
+        }
+    })?;
+    Ok(SignalListener { handle })
 }
 
 /// Keeps the signal handlers of [`Shutdown::trigger_on_signals`] installed while it lives.

@@ -70,35 +70,50 @@ impl CameraCounters {
     }
 }
 
-/// Builds stats messages for the whole daemon.
+/// Builds stats messages for the whole daemon. A reload may change the
+/// model and the cameras it reports.
 pub struct StatsReporter {
     started: Instant,
-    model: String,
-    precision: String,
-    cameras: Vec<(String, Arc<CameraCounters>)>,
+    /// Description and precision of the model.
+    model: Mutex<(String, String)>,
+    cameras: Mutex<Vec<(String, Arc<CameraCounters>)>>,
     publisher: Publisher,
 }
 
 impl StatsReporter {
-    pub fn new(
-        model: String,
-        precision: String,
-        cameras: Vec<(String, Arc<CameraCounters>)>,
-        publisher: Publisher,
-    ) -> StatsReporter {
-        StatsReporter { started: Instant::now(), model, precision, cameras, publisher }
+    pub fn new(model: String, precision: String, publisher: Publisher) -> StatsReporter {
+        StatsReporter {
+            started: Instant::now(),
+            model: Mutex::new((model, precision)),
+            cameras: Mutex::default(),
+            publisher,
+        }
+    }
+
+    pub fn set_model(&self, model: String, precision: String) {
+        *self.model.lock().unwrap_or_else(PoisonError::into_inner) = (model, precision);
+    }
+
+    pub fn set_cameras(&self, cameras: Vec<(String, Arc<CameraCounters>)>) {
+        *self.cameras.lock().unwrap_or_else(PoisonError::into_inner) = cameras;
     }
 
     /// Builds the next stats message; each call starts a new latency window.
     pub fn report(&self) -> StatsPayload {
-        let cameras: BTreeMap<String, CameraStats> =
-            self.cameras.iter().map(|(name, counters)| (name.clone(), counters.take_stats())).collect();
+        let cameras: BTreeMap<String, CameraStats> = self
+            .cameras
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.take_stats()))
+            .collect();
+        let (model, precision) = self.model.lock().unwrap_or_else(PoisonError::into_inner).clone();
         StatsPayload {
             version: PAYLOAD_VERSION,
             timestamp: payload::timestamp_fields(SystemTime::now()).0,
             uptime_s: self.started.elapsed().as_secs(),
-            model: self.model.clone(),
-            precision: self.precision.clone(),
+            model,
+            precision,
             cameras,
             mqtt: self.publisher.stats(),
         }

@@ -1,26 +1,33 @@
-//! One camera's loop on its own thread: read a frame, detect, publish, repeat.
+//! One camera's inference loop: take the newest frame, detect, publish, repeat.
+//!
+//! The worker starts the camera's capture thread ([`super::capture`]) and
+//! takes frames from it at the configured rate. When the source ends or
+//! shutdown is requested, it stops the capture thread, counts a frame left
+//! waiting as skipped and publishes the camera's `offline`.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
+use super::capture::{Capture, FrameSlot};
 use super::error_chain;
 use super::shutdown::Shutdown;
 use super::stats::CameraCounters;
+use super::watchdog::Heartbeat;
 use crate::config::CameraConfig;
 use crate::detector::Detector;
-use crate::frame_source::{Frame, FrameSource, FrameSourceError};
+use crate::frame_source::{Frame, FrameSource};
 use crate::publish::payload::{DetectionsPayload, FrameInfo, InputSize};
 use crate::publish::{Publisher, Topics};
 
-/// First wait before an unavailable source is read again, unless the
-/// camera's frame interval is longer. The wait doubles after each failed
-/// attempt, up to [`MAX_RETRY_DELAY`].
-const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Maximum wait between two attempts to read an unavailable source.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// Longest wait for the capture thread to stop once inference has stopped.
+/// A source blocked in a read (a device waiting out its timeout, a stalled
+/// stream) may take this long; after it the thread is left to end on its own.
+const CAPTURE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Output of `--echo`: each detections payload as one line of JSON on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,16 +36,38 @@ pub enum Echo {
     Stdout,
 }
 
-/// Everything one camera's thread needs.
+/// Everything one camera's threads need.
 pub struct CameraWorker {
     pub camera: CameraConfig,
     pub source: Box<dyn FrameSource>,
-    pub detector: Detector,
+    pub detector: SharedDetector,
     pub publisher: Publisher,
     pub topics: Topics,
     pub counters: Arc<CameraCounters>,
+    pub heartbeat: Arc<Heartbeat>,
     pub shutdown: Shutdown,
     pub echo: Echo,
+}
+
+/// The detector that the cameras use. A reload that changes the model or
+/// its thresholds replaces it, and each camera takes the new one with its
+/// next frame, without stopping.
+#[derive(Clone)]
+pub struct SharedDetector(Arc<Mutex<Detector>>);
+
+impl SharedDetector {
+    pub fn new(detector: Detector) -> SharedDetector {
+        SharedDetector(Arc::new(Mutex::new(detector)))
+    }
+
+    /// The current detector; a cheap clone that shares the model.
+    pub fn get(&self) -> Detector {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn replace(&self, detector: Detector) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = detector;
+    }
 }
 
 /// An error that repeats frame after frame, logged when it starts and when it ends.
@@ -49,120 +78,130 @@ struct Incident {
 
 impl CameraWorker {
     /// Runs until the source ends or shutdown is requested, then publishes the camera's `offline`.
-    pub fn run(mut self) {
-        let name = self.camera.name.clone();
-        let status_topic = self.topics.camera_status(&name);
-        let rate = match self.camera.frame_interval {
+    pub fn run(self) {
+        let CameraWorker { camera, source, detector, publisher, topics, counters, heartbeat, shutdown, echo } = self;
+        let name = camera.name.clone();
+        let status_topic = topics.camera_status(&name);
+        let rate = match camera.frame_interval {
             Some(interval) => format!("one frame every {} ms at most", interval.as_millis()),
             None => "no rate limit".to_string(),
         };
-        let looping = if self.source.is_looping() { "looping" } else { "once" };
-        info!("camera {name}: started on {} ({looping}, {rate})", self.source.description());
-        self.counters.set_online(true);
-        self.publisher.set_status(&status_topic, true);
+        let looping = if source.is_looping() { "looping" } else { "once" };
+        let handoff = if source.is_live() { "newest frame first" } else { "every frame" };
+        let current = detector.get();
+        info!(
+            "camera {name}: started on {} ({looping}, {handoff}, {rate}) with model {} (threshold {}, NMS threshold {})",
+            source.description(),
+            current.model().description(),
+            current.options().threshold,
+            current.options().nms_threshold
+        );
+        counters.set_online(true);
+        publisher.set_status(&status_topic, true);
 
-        self.run_frames();
+        let slot = Arc::new(FrameSlot::default());
+        let capture = Capture {
+            camera: name.clone(),
+            source,
+            frame_interval: camera.frame_interval,
+            slot: Arc::clone(&slot),
+            counters: Arc::clone(&counters),
+            heartbeat: Arc::clone(&heartbeat),
+            publisher: publisher.clone(),
+            topics: topics.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let (capture_done, capture_finished) = mpsc::channel::<()>();
+        let capture_thread = thread::Builder::new().name(format!("capture-{name}")).spawn(move || {
+            capture.run();
+            // The receiver may be gone after a timed-out wait; nothing to tell then.
+            let _ = capture_done.send(());
+        });
 
-        self.counters.set_online(false);
-        self.publisher.set_status(&status_topic, false);
+        match capture_thread {
+            Ok(handle) => {
+                let mut inference = InferenceLoop {
+                    camera,
+                    detector,
+                    publisher: publisher.clone(),
+                    topics,
+                    counters: Arc::clone(&counters),
+                    heartbeat,
+                    shutdown,
+                    echo,
+                };
+                inference.run(&slot);
+                if slot.close().is_some() {
+                    counters.count_skipped();
+                }
+                stop_capture(&name, handle, &capture_finished);
+            }
+            Err(error) => error!("camera {name}: starting its capture thread failed: {error}"),
+        }
+
+        counters.set_online(false);
+        publisher.set_status(&status_topic, false);
         info!(
             "camera {name}: stopped after {} frames captured, {} processed, {} skipped",
-            self.counters.captured(),
-            self.counters.processed(),
-            self.counters.skipped()
+            counters.captured(),
+            counters.processed(),
+            counters.skipped()
         );
     }
+}
 
-    fn run_frames(&mut self) {
+/// Waits up to [`CAPTURE_STOP_TIMEOUT`] for the capture thread to end, then
+/// joins it; a thread still blocked in its source is left to end by itself.
+fn stop_capture(camera: &str, handle: thread::JoinHandle<()>, finished: &mpsc::Receiver<()>) {
+    match finished.recv_timeout(CAPTURE_STOP_TIMEOUT) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if handle.join().is_err() {
+                error!("camera {camera}: capture thread panicked");
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => warn!(
+            "camera {camera}: the capture thread is still waiting on its source after {} s; leaving it to end by itself",
+            CAPTURE_STOP_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// The inference side of a camera: paces, detects and publishes.
+struct InferenceLoop {
+    camera: CameraConfig,
+    detector: SharedDetector,
+    publisher: Publisher,
+    topics: Topics,
+    counters: Arc<CameraCounters>,
+    heartbeat: Arc<Heartbeat>,
+    shutdown: Shutdown,
+    echo: Echo,
+}
+
+impl InferenceLoop {
+    fn run(&mut self, slot: &FrameSlot) {
         let mut next_due = Instant::now();
-        let mut unavailable = Incident::default();
         let mut model_failures = Incident::default();
-
         loop {
-            if let Some(interval) = self.camera.frame_interval {
-                let wait = next_due.saturating_duration_since(Instant::now());
-                if self.shutdown.wait_timeout(wait) {
-                    return;
-                }
-                next_due = Instant::now() + interval;
-            } else if self.shutdown.is_triggered() {
+            if self.shutdown.wait_timeout(next_due.saturating_duration_since(Instant::now())) {
                 return;
             }
-
-            match self.source.next_frame() {
-                Ok(Some(frame)) => {
-                    self.end_unavailable(&mut unavailable);
-                    self.process(frame, &mut model_failures);
-                }
-                Ok(None) => {
-                    info!("camera {}: source finished", self.camera.name);
-                    return;
-                }
-                Err(error) if error.is_skipped_frame() => {
-                    self.counters.count_captured();
-                    self.counters.count_skipped();
-                    warn!("camera {}: {}", self.camera.name, error_chain(&error));
-                }
-                Err(error) => {
-                    if !self.source.is_looping() && !error.is_transient() {
-                        warn!(
-                            "camera {}: {}; the source does not loop, so it ends",
-                            self.camera.name,
-                            error_chain(&error)
-                        );
-                        return;
-                    }
-                    if self.wait_for_source(&error, &mut unavailable) {
-                        return;
-                    }
-                }
+            let Some(frame) = slot.take(&self.shutdown) else {
+                return;
+            };
+            if let Some(interval) = self.camera.frame_interval {
+                next_due = Instant::now() + interval;
             }
-        }
-    }
-
-    /// Marks the camera offline when an incident starts, logs it once, and
-    /// waits before the next attempt, twice as long after each failed one.
-    /// Returns whether shutdown was requested meanwhile.
-    fn wait_for_source(&self, error: &FrameSourceError, unavailable: &mut Incident) -> bool {
-        let first_delay = self.camera.frame_interval.unwrap_or_default().max(MIN_RETRY_DELAY);
-        let doublings = u32::try_from(unavailable.count).unwrap_or(u32::MAX).min(16);
-        let delay = first_delay.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY.max(first_delay));
-        if unavailable.count == 0 {
-            self.counters.set_online(false);
-            self.publisher.set_status(&self.topics.camera_status(&self.camera.name), false);
-            warn!(
-                "camera {}: {}; offline, trying again in {} ms, then at growing intervals up to {} s",
-                self.camera.name,
-                error_chain(error),
-                delay.as_millis(),
-                MAX_RETRY_DELAY.max(first_delay).as_secs()
-            );
-        } else {
-            debug!(
-                "camera {}: attempt {} failed: {}; trying again in {} ms",
-                self.camera.name,
-                unavailable.count,
-                error_chain(error),
-                delay.as_millis()
-            );
-        }
-        unavailable.count += 1;
-        self.shutdown.wait_timeout(delay)
-    }
-
-    fn end_unavailable(&self, unavailable: &mut Incident) {
-        if unavailable.count > 0 {
-            info!("camera {}: source available again after {} failed attempts", self.camera.name, unavailable.count);
-            unavailable.count = 0;
-            self.counters.set_online(true);
-            self.publisher.set_status(&self.topics.camera_status(&self.camera.name), true);
+            self.process(frame, &mut model_failures);
         }
     }
 
     fn process(&mut self, frame: Frame, model_failures: &mut Incident) {
-        self.counters.count_captured();
-
-        let mut result = match self.detector.detect(&frame.image) {
+        let detector = self.detector.get();
+        self.heartbeat.inference_started();
+        let detected = detector.detect(&frame.image);
+        self.heartbeat.inference_finished();
+        let mut result = match detected {
             Ok(result) => result,
             Err(error) => {
                 self.counters.count_skipped();
@@ -195,7 +234,7 @@ impl CameraWorker {
             result.timings_ms.inference
         );
 
-        let model = self.detector.model();
+        let model = detector.model();
         let input = InputSize { width: model.meta().width, height: model.meta().height };
         let info = FrameInfo {
             camera: &self.camera.name,

@@ -189,6 +189,10 @@ impl FrameSource for FileSource {
         self.looping
     }
 
+    fn is_live(&self) -> bool {
+        false
+    }
+
     fn description(&self) -> String {
         match &self.files {
             Files::Image(path) => format!("image {}", path.display()),

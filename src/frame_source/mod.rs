@@ -4,12 +4,16 @@
 //! sequence number, a name and the time it was captured. This module has the
 //! file-based sources: one image file, and the JPEG and PNG files of a folder,
 //! each optionally looping, and the `stream` source for video files and
-//! network cameras, which reads frames decoded by an `ffmpeg` process, and
-//! in [`v4l2`] the `device` source for V4L2 capture devices such as USB
-//! webcams. Sources do not pace themselves: the camera worker applies
-//! the configured frame rate, so that its waits can be cut short by shutdown.
+//! network cameras, which reads frames decoded by an `ffmpeg` process.
+//! [`v4l2`] has the `device` source for V4L2 capture devices such as USB
+//! webcams, and [`rpicam`] the `rpicam` source for Raspberry Pi camera
+//! modules, which reads frames captured by an `rpicam-vid` process. Sources
+//! do not pace themselves: the camera worker applies the configured frame
+//! rate, so that its waits can be cut short by shutdown.
 
+mod child;
 mod files;
+pub mod rpicam;
 mod stream;
 pub mod v4l2;
 
@@ -17,6 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 pub use files::{list_images, FileSource};
+pub use rpicam::{Isp, RpicamError, RpicamOptions, RpicamSource};
 pub use stream::{Programs, StreamError, StreamOptions, StreamSource};
 pub use v4l2::{DeviceOptions, DeviceSource, V4l2Error};
 
@@ -68,6 +73,10 @@ pub enum FrameSourceError {
     /// its buffers was skipped.
     #[error(transparent)]
     Device(#[from] V4l2Error),
+    /// An `rpicam` source's rpicam-vid could not start, exited or stalled, or
+    /// one of its frames was skipped.
+    #[error(transparent)]
+    Rpicam(#[from] RpicamError),
 }
 
 impl FrameSourceError {
@@ -77,6 +86,7 @@ impl FrameSourceError {
         match self {
             FrameSourceError::Skipped { .. } => true,
             FrameSourceError::Device(error) => error.is_skipped_frame(),
+            FrameSourceError::Rpicam(error) => error.is_skipped_frame(),
             _ => false,
         }
     }
@@ -88,6 +98,7 @@ impl FrameSourceError {
         match self {
             FrameSourceError::Stream(error) => error.is_transient(),
             FrameSourceError::Device(error) => error.is_transient(),
+            FrameSourceError::Rpicam(error) => error.is_transient(),
             _ => false,
         }
     }
@@ -106,6 +117,12 @@ pub trait FrameSource: Send {
 
     /// Returns whether the source starts over after its last frame instead of ending.
     fn is_looping(&self) -> bool;
+
+    /// Returns whether frames arrive in real time whether or not they are
+    /// taken, as from a camera, so that a slow consumer must skip to the
+    /// newest frame. Files and non-realtime video files wait for the reader
+    /// instead, and none of their frames is skipped.
+    fn is_live(&self) -> bool;
 
     /// Kind and location for logs, such as `folder /var/lib/edgedet/images`.
     fn description(&self) -> String;
@@ -135,18 +152,27 @@ pub fn open(camera: &CameraConfig) -> Box<dyn FrameSource> {
                 pixel_format: camera.pixel_format,
             },
         )),
+        SourceKind::Rpicam => Box::new(RpicamSource::new(&camera.path, RpicamOptions::from_camera(camera))),
     }
 }
 
 /// Checks that the programs the cameras' sources run are installed, so that
-/// `edgedet check` and `edgedet run` report a missing ffmpeg before starting.
+/// `edgedet check` and `edgedet run` report a missing ffmpeg or rpicam-vid
+/// before starting.
 ///
 /// # Errors
-/// [`StreamError::ProgramNotFound`] naming the first missing program.
-pub fn check_programs(cameras: &[CameraConfig]) -> Result<(), StreamError> {
+/// [`StreamError::ProgramNotFound`] or [`RpicamError::ProgramNotFound`]
+/// naming the first missing program.
+pub fn check_programs(cameras: &[CameraConfig]) -> Result<(), FrameSourceError> {
     let programs = Programs::default();
-    for camera in cameras.iter().filter(|camera| camera.source == SourceKind::Stream) {
-        programs.check(camera.frame_size.is_none())?;
+    for camera in cameras {
+        match camera.source {
+            SourceKind::Stream => programs.check(camera.frame_size.is_none())?,
+            SourceKind::Rpicam => {
+                rpicam::find_rpicam_vid(None)?;
+            }
+            SourceKind::Image | SourceKind::Folder | SourceKind::Device => {}
+        }
     }
     Ok(())
 }

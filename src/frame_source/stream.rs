@@ -13,18 +13,16 @@
 //! It does restart ffmpeg on the call after an error, and at the end of a
 //! looping input.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::debug;
 
+use super::child::{find_program, hide_secret, last_line, read_full, FrameProcess, StderrOptions};
 use super::{Frame, FrameSource, FrameSourceError};
 use crate::config::{is_url, FrameSize};
 use crate::preprocess::RgbImage;
@@ -33,10 +31,6 @@ use crate::preprocess::RgbImage;
 /// Without it, a stalled camera would block the camera's thread, and with it
 /// the daemon's shutdown, until the TCP connection times out.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Number of ffmpeg stderr lines kept for error messages. Older lines are dropped.
-const STDERR_LINES_KEPT: usize = 4;
-/// Maximum length of a kept stderr line, in bytes. The rest of a longer line is cut off.
-const STDERR_LINE_MAX: usize = 400;
 
 /// Failure of a stream source to produce a frame.
 #[derive(Debug, thiserror::Error)]
@@ -144,22 +138,6 @@ impl Programs {
         }
         Ok(())
     }
-}
-
-/// Returns the path that running `program` would execute: `program` itself
-/// when it contains a `/`, otherwise the first executable file of that name
-/// in the folders of `PATH`.
-fn find_program(program: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-
-    let is_executable = |path: &Path| {
-        std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-    };
-    if program.components().count() > 1 {
-        return is_executable(program).then(|| program.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|folder| folder.join(program)).find(|candidate| is_executable(candidate))
 }
 
 /// Settings of a [`StreamSource`]: looping, pacing, frame size and the programs it runs.
@@ -315,22 +293,17 @@ impl StreamSource {
             .arg(&self.ffmpeg_input)
             .args(["-map", "0:v:0", "-an", "-sn", "-dn"])
             .args(["-s", &size.to_string()])
-            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|source| spawn_error(&self.programs.ffmpeg, source))?;
-
-        // Both pipes were requested above, so both are present.
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(spawn_error(&self.programs.ffmpeg, io::Error::other("ffmpeg's output pipes are missing")));
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+        let stderr = StderrOptions {
+            label: format!("ffmpeg on {}", self.input),
+            secret: self.password.clone(),
+            logged_lines: usize::MAX,
         };
-        let stderr_tail = StderrTail::start(stderr, self.password.clone(), self.input.to_string());
+        let child =
+            FrameProcess::spawn(&mut command, stderr).map_err(|source| spawn_error(&self.programs.ffmpeg, source))?;
         debug!("started ffmpeg (pid {}) on {} at {size}", child.id(), self.input);
         self.frames_in_run = 0;
-        Ok(Decoder { child, stdout, stderr_tail: Some(stderr_tail), size })
+        Ok(Decoder { child, size })
     }
 
     fn hide(&self, text: &str) -> String {
@@ -370,7 +343,7 @@ impl StreamSource {
 
         let started = Instant::now();
         let mut buffer = vec![0_u8; decoder.frame_len()];
-        let received = match read_full(&mut decoder.stdout, &mut buffer) {
+        let received = match read_full(decoder.child.stdout(), &mut buffer) {
             Ok(received) => received,
             Err(source) => {
                 // Dropping the decoder kills and reaps ffmpeg.
@@ -419,6 +392,10 @@ impl FrameSource for StreamSource {
         self.looping
     }
 
+    fn is_live(&self) -> bool {
+        self.realtime || self.input.is_url
+    }
+
     fn description(&self) -> String {
         match self.configured_size {
             Some(size) => format!("stream {} scaled to {size}", self.input),
@@ -435,26 +412,9 @@ fn spawn_error(program: &Path, source: io::Error) -> StreamError {
     }
 }
 
-/// Reads until `buffer` is full or the reader ends, and returns the number of
-/// bytes read: less than `buffer.len()` only at the end of the stream.
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(count) => filled += count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
-}
-
-/// A running ffmpeg process. Dropping it kills and reaps the process.
+/// A running ffmpeg process and the size of its frames. Dropping it kills and reaps the process.
 struct Decoder {
-    child: Child,
-    stdout: ChildStdout,
-    stderr_tail: Option<StderrTail>,
+    child: FrameProcess,
     size: FrameSize,
 }
 
@@ -467,94 +427,12 @@ impl Decoder {
 
     /// Waits for ffmpeg to exit, then for its stderr to be read to the end.
     fn wait(&mut self) -> io::Result<ExitStatus> {
-        let status = self.child.wait();
-        if let Some(tail) = self.stderr_tail.as_mut() {
-            tail.join();
-        }
-        status
+        self.child.wait()
     }
 
     fn last_stderr_line(&self) -> Option<String> {
-        self.stderr_tail.as_ref().and_then(StderrTail::last_line)
+        self.child.last_stderr_line()
     }
-}
-
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        // Killing a process that has already exited fails harmlessly; wait
-        // reaps it either way, so no zombie is left behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(tail) = self.stderr_tail.as_mut() {
-            tail.join();
-        }
-    }
-}
-
-/// The last lines of ffmpeg's stderr, read on a thread of their own so that
-/// a chatty ffmpeg does not block on a full pipe.
-struct StderrTail {
-    lines: Arc<Mutex<VecDeque<String>>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl StderrTail {
-    fn start(stderr: impl Read + Send + 'static, password: Option<String>, input: String) -> StderrTail {
-        let lines = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES_KEPT)));
-        let kept = Arc::clone(&lines);
-        let reader = std::thread::Builder::new().name("ffmpeg-stderr".to_string()).spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut raw = Vec::new();
-            loop {
-                raw.clear();
-                match reader.read_until(b'\n', &mut raw) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let text = String::from_utf8_lossy(&raw);
-                let line = hide_secret(text.trim_end(), password.as_deref());
-                if line.is_empty() {
-                    continue;
-                }
-                debug!("ffmpeg on {input}: {line}");
-                let mut lines = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if lines.len() == STDERR_LINES_KEPT {
-                    lines.pop_front();
-                }
-                lines.push_back(truncate(line, STDERR_LINE_MAX));
-            }
-        });
-        // Without the thread, stderr is dropped, and error messages only lack
-        // ffmpeg's explanation.
-        StderrTail { lines, reader: reader.ok() }
-    }
-
-    fn join(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-
-    fn last_line(&self) -> Option<String> {
-        let lines = self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        last_line(lines.iter().map(String::as_str))
-    }
-}
-
-fn last_line<'a>(lines: impl DoubleEndedIterator<Item = &'a str>) -> Option<String> {
-    lines.map(str::trim).rev().find(|line| !line.is_empty()).map(str::to_string)
-}
-
-fn truncate(mut line: String, max: usize) -> String {
-    if line.len() > max {
-        let mut end = max;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
-        line.push_str("...");
-    }
-    line
 }
 
 /// Splits a URL into the text to show, with the password replaced by
@@ -577,13 +455,6 @@ fn hide_password(url: &str) -> (String, Option<String>) {
     }
     let shown = format!("{scheme}://{user}:***{}", &rest[at..]);
     (shown, Some(password.to_string()))
-}
-
-fn hide_secret(text: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(secret) => text.replace(secret, "***"),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -659,11 +530,5 @@ mod tests {
         // process that is killed but not reaped would stay in /proc as a zombie.
         drop(source);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "ffmpeg {pid} is still in /proc after the drop");
-    }
-
-    #[test]
-    fn long_stderr_line_is_cut_at_char_boundary() {
-        assert_eq!(truncate("éé".to_string(), 3), "é...");
-        assert_eq!(truncate("short".to_string(), 10), "short");
     }
 }

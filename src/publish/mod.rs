@@ -42,4 +42,10 @@ pub enum PublishError {
     },
     #[error("the embedded broker did not accept connections on {address} within 5 s")]
     BrokerStart { address: SocketAddr },
+    /// `mqtt.embedded_broker = true` in a build without the cargo feature `embedded-broker`.
+    #[error(
+        "this edgedet was built without the embedded broker (cargo feature embedded-broker): \
+         set mqtt.embedded_broker = false and point mqtt.host at an MQTT broker, or rebuild edgedet with that feature"
+    )]
+    BrokerNotBuilt,
 }

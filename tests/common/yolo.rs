@@ -1,4 +1,4 @@
-//! The real yolov4-tiny detector, loaded once per test binary.
+//! The real yolov4-tiny model and detector, loaded once per test binary.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 use edgedet::detector::{Detector, DetectorOptions};
 use edgedet::model::{Model, ModelSpec};
 
-/// Returns the yolov4-tiny detector from `models/yolov4-tiny/`, loading it on first use.
-pub fn detector() -> &'static Detector {
-    static DETECTOR: OnceLock<Detector> = OnceLock::new();
-    DETECTOR.get_or_init(|| {
+/// Returns yolov4-tiny from `models/yolov4-tiny/`, loading it on first use.
+pub fn model() -> &'static Arc<Model> {
+    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
+    MODEL.get_or_init(|| {
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/yolov4-tiny/yolov4-tiny.cfg");
         assert!(
             cfg.with_extension("weights").exists(),
@@ -17,7 +17,12 @@ pub fn detector() -> &'static Detector {
             cfg.with_extension("weights").display()
         );
         let spec = ModelSpec { path: cfg, weights: None, names: None, size: None };
-        let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading yolov4-tiny: {error:#}"));
-        Detector::new(Arc::new(model), DetectorOptions::default())
+        Arc::new(Model::load(&spec).unwrap_or_else(|error| panic!("loading yolov4-tiny: {error:#}")))
     })
+}
+
+/// Returns the yolov4-tiny detector with the default options.
+pub fn detector() -> &'static Detector {
+    static DETECTOR: OnceLock<Detector> = OnceLock::new();
+    DETECTOR.get_or_init(|| Detector::new(Arc::clone(model()), DetectorOptions::default()))
 }

@@ -65,10 +65,8 @@ pub enum V4l2Error {
     MultiPlanarOnly { path: PathBuf, card: String },
     #[error("{} ({card}) does not support streaming I/O, which edgedet needs", .path.display())]
     NoStreaming { path: PathBuf, card: String },
-    // NOTE: the rpicam-vid command below follows the rpicam-apps documentation
-    // for TCP streaming; it has not been run on a Raspberry Pi with this code.
     #[error(
-        "{} ({card}, driver {driver}) offers only raw Bayer formats ({offered}), which edgedet does not demosaic: on a Raspberry Pi, run `rpicam-vid -t 0 -n --codec mjpeg --width 640 --height 480 --listen -o tcp://127.0.0.1:8888` and set source = \"stream\", path = \"tcp://127.0.0.1:8888\", width = 640 and height = 480; elsewhere use a USB (UVC) camera or the board vendor's capture pipeline",
+        "{} ({card}, driver {driver}) offers only raw Bayer formats ({offered}), which edgedet does not demosaic: on a Raspberry Pi, set source = \"rpicam\" and path to the camera's index (\"0\" for the first; `rpicam-hello --list-cameras` lists them), so that rpicam-vid runs the camera through the ISP; elsewhere use a USB (UVC) camera or the board vendor's capture pipeline",
         .path.display()
     )]
     BayerOnly { path: PathBuf, card: String, driver: String, offered: String },
@@ -319,6 +317,10 @@ impl FrameSource for DeviceSource {
     }
 
     fn is_looping(&self) -> bool {
+        true
+    }
+
+    fn is_live(&self) -> bool {
         true
     }
 
