@@ -538,7 +538,7 @@ fn check_and_run_report_missing_rpicam_vid() {
     for command in ["check", "run"] {
         let output = run_edgedet(dir.path(), command, &empty);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "edgedet {command} succeeded without rpicam-vid: {stderr}");
+        assert_eq!(output.status.code(), Some(78), "edgedet {command} without rpicam-vid: {stderr}");
         assert!(output.status.signal().is_none(), "edgedet {command} was killed: {stderr}");
         assert!(
             stderr.contains(

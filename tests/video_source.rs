@@ -400,7 +400,8 @@ fn check_and_run_report_missing_ffmpeg() {
     for command in ["check", "run"] {
         let output = setup.run_without_path(command);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "edgedet {command} succeeded without ffmpeg: {stderr}");
+        // 78 (EX_CONFIG): the unit's RestartPreventExitStatus stops restarts that cannot help.
+        assert_eq!(output.status.code(), Some(78), "edgedet {command} without ffmpeg: {stderr}");
         assert!(
             stderr.contains("ffmpeg not found in PATH: install it (Debian: apt install ffmpeg)"),
             "edgedet {command}: {stderr}"

@@ -65,7 +65,9 @@ fn describe_camera(camera: &CameraConfig) -> String {
         // The source's own description hides a URL's password.
         SourceKind::Stream | SourceKind::Device | SourceKind::Rpicam => crate::frame_source::open(camera).description(),
     };
-    let looping = if camera.looping { "looping" } else { "once" };
+    // Live cameras are retried for ever, whatever `loop` says.
+    let live = matches!(camera.source, SourceKind::Device | SourceKind::Rpicam);
+    let looping = if camera.looping || live { "looping" } else { "once" };
     let rate = match camera.frame_interval {
         Some(interval) => format!("one frame every {} ms at most", interval.as_millis()),
         None => "no rate limit".to_string(),

@@ -69,13 +69,18 @@ fn write_stdout(text: &str) -> std::io::Result<Stdout> {
     }
 }
 
-/// Whether an error means the configuration must change before a restart can
-/// help: an invalid config, or model files that cannot be loaded.
+/// Whether an error means the configuration or the installation must change
+/// before a restart can help: an invalid config, model files that cannot be
+/// loaded, or a program that a camera's source needs (ffmpeg, rpicam-vid)
+/// that is not installed. Once running, the daemon returns no source errors.
 fn is_configuration_error(cause: &(dyn std::error::Error + 'static)) -> bool {
     let model_failed = cause
         .downcast_ref::<crate::daemon::DaemonError>()
         .is_some_and(|error| matches!(error, crate::daemon::DaemonError::Model { .. }));
-    model_failed || cause.is::<ConfigProblem>() || cause.is::<crate::config::ConfigError>()
+    model_failed
+        || cause.is::<ConfigProblem>()
+        || cause.is::<crate::config::ConfigError>()
+        || cause.is::<crate::frame_source::FrameSourceError>()
 }
 
 pub fn main() -> ExitCode {

@@ -163,13 +163,16 @@ impl Capture {
             match self.source.next_frame() {
                 Ok(Some(frame)) => {
                     self.end_unavailable(&mut unavailable);
-                    self.counters.count_captured();
                     self.heartbeat.handing();
+                    // A frame counts as captured once it leaves the slot:
+                    // taken by inference, replaced, or dropped at the end.
+                    // So captured is processed plus skipped, but for the
+                    // frame in inference.
                     match self.slot.put(frame, handoff, &self.shutdown) {
                         Put::Stored => {}
-                        Put::Replaced => self.counters.count_skipped(),
+                        Put::Replaced => self.counters.count_lost(),
                         Put::Closed => {
-                            self.counters.count_skipped();
+                            self.counters.count_lost();
                             return;
                         }
                     }
@@ -181,8 +184,7 @@ impl Capture {
                     return;
                 }
                 Err(error) if error.is_skipped_frame() => {
-                    self.counters.count_captured();
-                    self.counters.count_skipped();
+                    self.counters.count_lost();
                     warn!("camera {}: {}", self.camera, error_chain(&error));
                 }
                 Err(error) => {

@@ -37,6 +37,12 @@ impl CameraCounters {
         self.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a frame that was captured and skipped before reaching the model.
+    pub fn count_lost(&self) {
+        self.count_captured();
+        self.count_skipped();
+    }
+
     pub fn count_processed(&self, inference_ms: f64) {
         self.processed.fetch_add(1, Ordering::Relaxed);
         let mut samples = self.inference_ms.lock().unwrap_or_else(PoisonError::into_inner);

@@ -132,7 +132,7 @@ impl CameraWorker {
                 };
                 inference.run(&slot);
                 if slot.close().is_some() {
-                    counters.count_skipped();
+                    counters.count_lost();
                 }
                 stop_capture(&name, handle, &capture_finished);
             }
@@ -189,6 +189,7 @@ impl InferenceLoop {
             let Some(frame) = slot.take(&self.shutdown) else {
                 return;
             };
+            self.counters.count_captured();
             if let Some(interval) = self.camera.frame_interval {
                 next_due = Instant::now() + interval;
             }
