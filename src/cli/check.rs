@@ -65,7 +65,7 @@ fn describe_camera(camera: &CameraConfig) -> String {
         // The source's own description hides a URL's password.
         SourceKind::Stream | SourceKind::Device | SourceKind::Rpicam => crate::frame_source::open(camera).description(),
     };
-    // Live cameras are retried for ever, whatever `loop` says.
+    // Live cameras are retried for ever, whatever the value of `loop`.
     let live = matches!(camera.source, SourceKind::Device | SourceKind::Rpicam);
     let looping = if camera.looping || live { "looping" } else { "once" };
     let rate = match camera.frame_interval {

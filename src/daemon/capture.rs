@@ -36,8 +36,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// its own condition variable, so shutdown cannot wake it directly.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
-/// How the capture thread hands a frame over when the previous one has not
-/// been taken yet.
+/// Handoff policy of the capture thread when the previous frame is still
+/// waiting in the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handoff {
     /// Wait until the previous frame is taken: nothing is skipped.
@@ -46,7 +46,7 @@ pub enum Handoff {
     Newest,
 }
 
-/// What [`FrameSlot::put`] did with a frame.
+/// Outcome of [`FrameSlot::put`] for one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Put {
     Stored,

@@ -37,12 +37,12 @@ impl ServiceNotifier {
         ServiceNotifier { enabled, watchdog, failed: AtomicBool::new(false) }
     }
 
-    /// Whether a service manager listens.
+    /// Returns whether a service manager listens.
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
 
-    /// The watchdog period: without a ping for this long, systemd restarts the daemon.
+    /// Returns the watchdog period: without a ping for this long, systemd restarts the daemon.
     pub fn watchdog_period(&self) -> Option<Duration> {
         self.watchdog
     }

@@ -55,7 +55,7 @@ struct RunningCamera {
     thread: JoinHandle<()>,
 }
 
-/// Why a reload left the running config in place.
+/// Reason a reload left the running config in place.
 #[derive(Debug, thiserror::Error)]
 enum ReloadError {
     #[error(transparent)]
@@ -165,7 +165,7 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// One line for `systemctl status`: the model and the cameras.
+    /// Returns one line for `systemctl status`: the model and the cameras.
     pub fn status(&self) -> String {
         let options = self.config.model.detector;
         format!(

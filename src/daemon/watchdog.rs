@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-/// What a camera's capture thread is doing.
+/// State of a camera's capture thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Capturing {
     /// Waiting for the source's next frame since this time.
@@ -93,7 +93,7 @@ impl Heartbeat {
     }
 }
 
-/// One camera as the watchdog sees it.
+/// One camera's data that the watchdog checks.
 pub struct WatchedCamera<'a> {
     pub name: &'a str,
     pub heartbeat: &'a Heartbeat,

@@ -24,7 +24,7 @@ use crate::frame_source::{Frame, FrameSource};
 use crate::publish::payload::{DetectionsPayload, FrameInfo, InputSize};
 use crate::publish::{Publisher, Topics};
 
-/// Longest wait for the capture thread to stop once inference has stopped.
+/// Maximum wait for the capture thread to stop once inference has stopped.
 /// A source blocked in a read (a device waiting out its timeout, a stalled
 /// stream) may take this long; after it the thread is left to end on its own.
 const CAPTURE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ impl SharedDetector {
         SharedDetector(Arc::new(Mutex::new(detector)))
     }
 
-    /// The current detector; a cheap clone that shares the model.
+    /// Returns the current detector, a cheap clone that shares the model.
     pub fn get(&self) -> Detector {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
