@@ -91,7 +91,7 @@ fn time_inference(photo: &RgbImage) -> Option<Duration> {
     if !cfg.with_extension("weights").is_file() {
         return None;
     }
-    let spec = ModelSpec { path: cfg, weights: None, names: None, size: None };
+    let spec = ModelSpec::new(cfg);
     let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading {}: {error}", spec.path.display()));
     let input = prepare_input(photo, model.meta().width, model.meta().height, ResizeMode::Stretch);
     Some(median_time(INFERENCE_RUNS, || {

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Cross-build a release edgedet for a 64-bit or 32-bit ARM Linux board on a
-# Debian x86_64 host, with Debian's cross gcc as linker and C compiler.
+# Cross-build edgedet for 64-bit and 32-bit ARM Linux boards on a Debian
+# x86_64 host, with Debian's cross gcc as linker and C compiler.
 #
-# Usage: cross/build.sh TARGET [extra cargo build arguments]
-#   TARGET: aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf
+# Usage: cross/build.sh TARGET|all [cargo build arguments]
+#   TARGET: aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf;
+#           all builds both, one after the other
 #
-# The binary lands in target/TARGET/release/edgedet. See cross/README.md for
+# The release profile is used unless the arguments name another with
+# --profile (cross/build.sh all --profile dist builds the packaged binaries).
+# The binary lands in target/TARGET/PROFILE/edgedet. See cross/README.md for
 # the packages to install first.
 
 set -euo pipefail
 
 usage() {
-    echo "usage: $(basename "$0") aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf [cargo build arguments]"
+    echo "usage: $(basename "$0") aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf|all [cargo build arguments]"
 }
 
 fail() {
@@ -25,47 +28,63 @@ if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
     exit 2
 fi
 
-target=$1
-shift
-
-# The Debian package that provides each target's cross gcc, and its command prefix.
-case "$target" in
-    aarch64-unknown-linux-gnu)
-        gcc_package=gcc-aarch64-linux-gnu
-        gcc_prefix=aarch64-linux-gnu
-        ;;
-    armv7-unknown-linux-gnueabihf)
-        gcc_package=gcc-arm-linux-gnueabihf
-        gcc_prefix=arm-linux-gnueabihf
-        ;;
-    *)
-        usage >&2
-        fail "unsupported target '$target'"
-        ;;
-esac
-
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# shellcheck source=cross/targets.sh
+source "$repo/cross/targets.sh"
 
-command -v "$gcc_prefix-gcc" >/dev/null ||
-    fail "$gcc_prefix-gcc not found: install it with 'apt-get install $gcc_package'"
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
-    fail "the Rust standard library for $target is not installed: run 'rustup target add $target'"
-fi
+targets=("$1")
+[[ "$1" == all ]] && targets=("${CROSS_TARGETS[@]}")
+shift
+cargo_args=("$@")
 
-# Cargo reads the linker from CARGO_TARGET_<TRIPLE>_LINKER. The cc crate (used
-# by tract-linalg for its assembly kernels) reads CC_<triple> and AR_<triple>.
-triple_upper=$(tr 'a-z-' 'A-Z_' <<<"$target")
-triple_lower=${target//-/_}
-export "CARGO_TARGET_${triple_upper}_LINKER=$gcc_prefix-gcc"
-export "CC_${triple_lower}=$gcc_prefix-gcc"
-export "AR_${triple_lower}=$gcc_prefix-ar"
+# Cargo rejects --release next to --profile, and names the binary's folder
+# after the profile ("release" for --release).
+profile=release
+add_release=true
+for ((i = 0; i < ${#cargo_args[@]}; i++)); do
+    case "${cargo_args[i]}" in
+        --profile)
+            profile=${cargo_args[i + 1]:-}
+            add_release=false
+            ;;
+        --profile=*)
+            profile=${cargo_args[i]#--profile=}
+            add_release=false
+            ;;
+        --release | -r) add_release=false ;;
+    esac
+done
+[[ -n "$profile" ]] || fail "--profile needs a profile name"
+[[ "$add_release" == true ]] && cargo_args=(--release "${cargo_args[@]}")
 
-cargo build --release --target "$target" "$@"
+for target in "${targets[@]}"; do
+    if ! cross_target_settings "$target"; then
+        usage >&2
+        fail "unsupported target '$target'"
+    fi
+    command -v "$gcc_prefix-gcc" >/dev/null ||
+        fail "$gcc_prefix-gcc not found: install it with 'apt-get install $gcc_package'"
+    [[ -e "$sysroot/lib/crt1.o" ]] ||
+        fail "the glibc of $target for linking is not installed: run 'apt-get install $libc_package'"
+    if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
+        fail "the Rust standard library for $target is not installed: run 'rustup target add $target'"
+    fi
+done
 
-binary="target/$target/release/edgedet"
-[[ -f "$binary" ]] || fail "cargo finished but $binary does not exist"
-echo "built $repo/$binary ($(wc -c <"$binary" | tr -d ' ') bytes)"
-if command -v file >/dev/null; then
-    file "$binary"
-fi
+for target in "${targets[@]}"; do
+    cross_target_settings "$target"
+    # Subshell, so that one target's variables do not reach the next build.
+    (
+        cross_export_toolchain "$target"
+        started=$SECONDS
+        cargo build --target "$target" "${cargo_args[@]}"
+
+        binary="target/$target/$profile/edgedet"
+        [[ -f "$binary" ]] || fail "cargo finished but $binary does not exist"
+        echo "built $repo/$binary ($(wc -c <"$binary" | tr -d ' ') bytes) in $((SECONDS - started)) s"
+        if command -v file >/dev/null; then
+            file "$binary"
+        fi
+    )
+done

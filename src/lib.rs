@@ -18,5 +18,7 @@ pub mod detector;
 pub mod draw;
 pub mod frame_source;
 pub mod model;
+pub mod motion;
 pub mod preprocess;
 pub mod publish;
+pub mod thermal;

@@ -143,10 +143,9 @@ fn prepare(case: &Case) -> Prepared {
 /// Runs the model with edgedet and decodes every head into anchor rows.
 fn edgedet_rows(cfg: &Path, weights: &Path, input: &NetworkInput) -> Vec<Vec<AnchorRow>> {
     let spec = ModelSpec {
-        path: cfg.to_path_buf(),
         weights: Some(weights.to_path_buf()),
         names: Some(fixture("darknet/coco.names")),
-        size: None,
+        ..ModelSpec::new(cfg)
     };
     let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading {}: {error:#}", cfg.display()));
     let heads = model.run(input).unwrap_or_else(|error| panic!("running {}: {error:#}", cfg.display()));

@@ -405,6 +405,7 @@ fn exit_when_done_processes_folder_once_and_exits() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "embedded-broker"), ignore = "built without the embedded-broker feature")]
 fn embedded_broker_serves_detections_and_statuses() {
     let port = free_port();
     let setup = Setup::new(port, "loop = true\ninterval_ms = 200", "embedded_broker = true");
@@ -432,4 +433,107 @@ fn embedded_broker_serves_detections_and_statuses() {
     daemon.signal("TERM");
     let exit = daemon.wait_exit(SHORT).unwrap_or_else(|| panic!("still running after SIGTERM; log:\n{}", daemon.log()));
     assert_eq!(exit.code(), Some(0), "log:\n{}", daemon.log());
+}
+
+#[test]
+fn motion_gate_skips_a_still_scene_and_detects_the_dog_that_enters() {
+    let broker = Mosquitto::start();
+    let setup = Setup::new(broker.port(), "[cameras.motion]\nrefresh_s = 3600", "");
+    // Five frames of dog.jpg with the dog painted over, then five of the real photo.
+    let images = setup.dir.path().join("images");
+    for name in ["bus.jpg", "zidane.jpg"] {
+        std::fs::remove_file(images.join(name)).expect("removing the default frames");
+    }
+    let photo = image::open(repo_path("tests/fixtures/images/dog.jpg")).expect("reading dog.jpg").to_rgb8();
+    let mut empty = photo.clone();
+    for y in 180..560 {
+        for x in 110..340 {
+            empty.put_pixel(x, y, image::Rgb([128, 128, 128]));
+        }
+    }
+    for index in 0..10 {
+        let frame = if index < 5 { &empty } else { &photo };
+        frame.save(images.join(format!("{index:03}.png"))).expect("writing a frame");
+    }
+
+    let mut live = Subscriber::connect(broker.port(), &["edgedet/#"]);
+    let mut daemon = Daemon::start(&setup, &["--exit-when-done", "--echo"]);
+    let status = daemon.wait_exit(STARTUP).unwrap_or_else(|| panic!("did not exit when done; log:\n{}", daemon.log()));
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+
+    let lines: Vec<Value> = std::iter::from_fn(|| daemon.next_stdout_line(Duration::from_secs(1)))
+        .map(|line| serde_json::from_str(&line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    let detected: Vec<&str> = lines.iter().map(|line| line["image"].as_str().unwrap_or("?")).collect();
+    // The first frame builds the background and runs; the still frames after it do not.
+    assert_eq!(detected.first(), Some(&"000.png"), "detected frames: {detected:?}");
+    assert_eq!(detected.get(1), Some(&"005.png"), "detected frames: {detected:?}");
+    let labels = |line: &Value| -> Vec<String> {
+        line["detections"].as_array().expect("detections").iter().map(|d| d["label"].to_string()).collect()
+    };
+    assert!(!labels(&lines[0]).contains(&"\"dog\"".to_string()), "{}", lines[0]);
+    assert!(labels(&lines[1]).contains(&"\"dog\"".to_string()), "{}", lines[1]);
+
+    let gated = 10 - detected.len() as u64;
+    assert!(gated >= 4, "detected frames: {detected:?}");
+    let stats = live
+        .wait_for(SHORT, |m| m.topic == topic("stats") && m.json()["cameras"][CAMERA]["frames_captured"] == 10)
+        .unwrap_or_else(|| panic!("no final stats; received:\n{}", live.summary()));
+    let camera = &stats.json()["cameras"][CAMERA];
+    assert_eq!(camera["frames_processed"], detected.len() as u64, "{camera}");
+    assert_eq!(camera["frames_without_motion"], gated, "{camera}");
+    assert_eq!(camera["frames_skipped"], 0, "{camera}");
+}
+
+#[test]
+fn a_hot_cpu_slows_detection_and_stats_say_so_until_it_cools() {
+    let broker = Mosquitto::start();
+    let thermal = "\n[thermal]\ntemperature_file = \"temp\"\nthrottled_file = \"no-such-file\"\nhot_c = 80.0\ncool_c = 75.0\nhot_interval_ms = 1500\npoll_s = 1";
+    let setup = Setup::new(broker.port(), "loop = true", thermal);
+    let sensor = setup.dir.path().join("temp");
+    std::fs::write(&sensor, "55000\n").unwrap();
+    let mut live = Subscriber::connect(broker.port(), &["edgedet/#"]);
+    let daemon = Daemon::start(&setup, &[]);
+    let detections = topic(&format!("{CAMERA}/detections"));
+    let thermal_of = |m: &Message| m.json()["thermal"].clone();
+
+    let cool = live
+        .wait_for(STARTUP, |m| m.topic == topic("stats") && thermal_of(m)["temperature_c"] == 55.0)
+        .unwrap_or_else(|| panic!("no stats with the temperature; log:\n{}", daemon.log()));
+    assert_eq!(
+        thermal_of(&cool),
+        serde_json::json!({"temperature_c": 55.0, "throttled": null, "slowed": false, "min_interval_ms": null})
+    );
+    live.wait_for(SHORT, |m| m.topic == detections).expect("detections at full rate");
+
+    std::fs::write(&sensor, "83500\n").unwrap();
+    let hot = live
+        .wait_for(SHORT, |m| m.topic == topic("stats") && thermal_of(m)["slowed"] == true)
+        .unwrap_or_else(|| panic!("stats never reported the slowdown; received:\n{}", live.summary()));
+    assert_eq!(
+        thermal_of(&hot),
+        serde_json::json!({"temperature_c": 83.5, "throttled": null, "slowed": true, "min_interval_ms": 1500})
+    );
+    // At most one frame per 1.5 s now: count the frames published in a 4.5 s window.
+    let last_frame = |live: &mut Subscriber| {
+        let mut newest = -1;
+        while let Some(m) =
+            live.wait_for(Duration::ZERO, |m| m.topic == detections && m.json()["frame"].as_i64() > Some(newest))
+        {
+            newest = m.json()["frame"].as_i64().unwrap_or(newest);
+        }
+        newest
+    };
+    let before = last_frame(&mut live);
+    thread::sleep(Duration::from_millis(4500));
+    let frames = last_frame(&mut live) - before;
+    assert!((2..=4).contains(&frames), "{frames} frames in 4.5 s while slowed to one per 1.5 s");
+    assert!(daemon.log().contains("thermal: CPU at 83.5 °C (limit 80.0 °C)"), "log:\n{}", daemon.log());
+
+    std::fs::write(&sensor, "70000\n").unwrap();
+    let cooled = live
+        .wait_for(SHORT, |m| m.topic == topic("stats") && thermal_of(m)["temperature_c"] == 70.0)
+        .unwrap_or_else(|| panic!("stats never reported the recovery; received:\n{}", live.summary()));
+    assert_eq!(thermal_of(&cooled)["slowed"], false);
+    assert!(daemon.log().contains("thermal: CPU cooled to 70.0 °C"), "log:\n{}", daemon.log());
 }

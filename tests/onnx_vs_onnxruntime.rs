@@ -43,7 +43,7 @@ fn yolov4_tiny() -> (PathBuf, PathBuf) {
 
 fn darknet_spec(size: Option<InputSize>) -> ModelSpec {
     let (cfg, weights) = yolov4_tiny();
-    ModelSpec { path: cfg, weights: Some(weights), names: None, size }
+    ModelSpec { weights: Some(weights), size, ..ModelSpec::new(cfg) }
 }
 
 /// Exports yolov4-tiny with the `edgedet` binary into `dir`, optionally at another input size.
@@ -231,7 +231,7 @@ fn exported_onnx_loads_back_with_same_heads() {
     let onnx = export_onnx(dir.path(), None);
 
     let darknet = load(&darknet_spec(None));
-    let exported = load(&ModelSpec { path: onnx.clone(), weights: None, names: None, size: None });
+    let exported = load(&ModelSpec::new(onnx.clone()));
     assert_eq!(exported.meta(), darknet.meta(), "metadata of the exported model loaded back");
 
     let input = dog_input(darknet.meta().width, darknet.meta().height);

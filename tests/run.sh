@@ -2,21 +2,29 @@
 # Run edgedet's whole test suite as one command, from any working directory:
 #
 #   install  Debian packages mosquitto, mosquitto-clients, ffmpeg, cmake,
-#            nasm, libclang-dev, systemd, debootstrap and dpkg-dev (apt-get),
-#            rustup components rustfmt and clippy, cargo-deb (cargo install),
-#            and a Python venv at .venv/ with opencv-python-headless<5,
+#            nasm, libclang-dev, systemd, debootstrap, dpkg-dev,
+#            gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user
+#            (apt-get), rustup components rustfmt and clippy and the target
+#            aarch64-unknown-linux-gnu, cargo-deb (cargo install), and a
+#            Python venv at .venv/ with opencv-python-headless<5,
 #            onnxruntime and numpy, each only when missing
 #   model    models/fetch-yolov4-tiny.sh --source pypi
 #   fmt      cargo fmt --check
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test, with EDGEDET_TEST_PYTHON set to the venv's python
+#   arm      tests/arm/run-qemu.sh aarch64-unknown-linux-gnu: the unit tests,
+#            reference_detections and preprocess cross-built for aarch64 and
+#            run under qemu-user, with their own stage times
 #   package  tests/packaging/systemd-unit.sh (systemd-analyze verify and
-#            security), then `cargo deb` and tests/packaging/deb-install.sh,
-#            which installs, upgrades and purges the package in a Debian root
-#            made with debootstrap (as root; the first run downloads it)
+#            security), then `cargo deb --no-build --profile dev`, which
+#            packages the edgedet that the test stage built. Then
+#            tests/packaging/deb-install.sh installs, upgrades and purges the
+#            package in a Debian root made with debootstrap, as root. Its
+#            first run downloads that root.
 #
 # Each stage prints its duration. The script stops at the first failing stage
-# and names it. It installs system packages as root, or through sudo otherwise.
+# and names it. The last line sums the tests of the test and arm stages. It
+# installs system packages as root, or through sudo otherwise.
 
 set -euo pipefail
 
@@ -28,13 +36,21 @@ fi
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
+# The arm stage runs the architecture-dependent tests for this target under qemu.
+readonly ARM_TARGET=aarch64-unknown-linux-gnu
 # mosquitto, mosquitto-clients and ffmpeg are used by the tests. cmake and nasm
 # build the libjpeg-turbo that the turbojpeg crate bundles: its x86 SIMD code
-# is assembled by nasm, and the crate requires SIMD by default.
-readonly APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg cmake nasm libclang-dev systemd debootstrap dpkg-dev)
+# is assembled by nasm, and the crate requires SIMD by default. The cross gcc,
+# the target's glibc for linking (only a Recommends of the gcc, which apt-get
+# leaves out here) and qemu-user are for the arm stage.
+readonly APT_PACKAGES=(
+    mosquitto mosquitto-clients ffmpeg cmake nasm libclang-dev systemd debootstrap dpkg-dev
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+)
 # The packaging stage builds the .deb with this cargo-deb.
 readonly CARGO_DEB_VERSION=3.8.0
 readonly RUSTUP_COMPONENTS=(rustfmt clippy)
+readonly RUSTUP_TARGETS=("$ARM_TARGET")
 readonly VENV="$repo/.venv"
 readonly PYTHON_REQUIREMENTS=("opencv-python-headless<5" onnxruntime numpy)
 readonly PYTHON_IMPORTS="import cv2, numpy, onnxruntime"
@@ -46,96 +62,12 @@ fi
 
 # ---- stage bookkeeping ------------------------------------------------------
 
-current_stage=
-stage_started_us=0
-suite_started_us=${EPOCHREALTIME//[!0-9]/}
-stage_summaries=()
-test_log=$(mktemp)
-
-now_us() {
-    echo "${EPOCHREALTIME//[!0-9]/}"
-}
-
-# Formats the time since a start in microseconds as seconds with one decimal.
-seconds_since() {
-    local elapsed_tenths=$((($(now_us) - $1) / 100000))
-    printf '%d.%d' $((elapsed_tenths / 10)) $((elapsed_tenths % 10))
-}
-
-# Prints the sum of cargo test's "test result:" lines as one line in the form
-# "tests: N passed, N failed, N skipped", where skipped counts #[ignore] tests.
-print_test_totals() {
-    [[ -s "$test_log" ]] || return 0
-    awk '
-        /^test result:/ {
-            for (i = 1; i <= NF; i++) {
-                if ($(i) ~ /^passed;?$/) passed += $(i - 1)
-                if ($(i) ~ /^failed;?$/) failed += $(i - 1)
-                if ($(i) ~ /^ignored;?$/) ignored += $(i - 1)
-            }
-        }
-        END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }
-    ' "$test_log"
-}
-
-# Prints the stage durations, then the outcome given as the first argument,
-# then the test totals, so that the totals are the last line of the output.
-print_summary() {
-    local outcome=$1
-    echo
-    echo "==> summary"
-    local line
-    for line in "${stage_summaries[@]}"; do
-        echo "$line"
-    done
-    echo "total: $(seconds_since "$suite_started_us") s"
-    echo "$outcome"
-    print_test_totals
-}
-
-on_exit() {
-    local status=$?
-    if [[ $status -ne 0 && -n "$current_stage" ]]; then
-        stage_summaries+=("stage $current_stage: FAILED after $(seconds_since "$stage_started_us") s (exit status $status)")
-        print_summary "FAILED: stage $current_stage (exit status $status)"
-    fi
-    rm -f "$test_log"
-}
-trap on_exit EXIT
-
-run_stage() {
-    local name=$1
-    shift
-    echo
-    echo "==> stage $name"
-    current_stage=$name
-    stage_started_us=$(now_us)
-
-    "$@"
-
-    local line
-    line="stage $name: $(seconds_since "$stage_started_us") s"
-    echo "$line"
-    stage_summaries+=("$line")
-    current_stage=
-}
-
-fail() {
-    echo "tests/run.sh: error: $*" >&2
-    exit 1
-}
+readonly script_name=tests/run.sh
+readonly summary_title=summary
+# shellcheck source=tests/lib/stages.sh
+source "$repo/tests/lib/stages.sh"
 
 # ---- install ----------------------------------------------------------------
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        fail "'$*' needs root, and sudo is not installed: run it as root, then run this script again"
-    fi
-}
 
 install_apt_packages() {
     command -v dpkg-query >/dev/null ||
@@ -181,6 +113,22 @@ install_rustup_components() {
     rustup component add "${missing[@]}"
 }
 
+install_rustup_targets() {
+    local target missing=()
+    for target in "${RUSTUP_TARGETS[@]}"; do
+        [[ -d "$(rustc --print sysroot)/lib/rustlib/$target" ]] || missing+=("$target")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "Rust standard libraries present: ${RUSTUP_TARGETS[*]}"
+        return
+    fi
+
+    command -v rustup >/dev/null ||
+        fail "the Rust standard library for ${missing[*]} is missing, and rustup is not installed to add it"
+    echo "adding Rust standard libraries: ${missing[*]}"
+    rustup target add "${missing[@]}"
+}
+
 install_python_venv() {
     if [[ -e "$VENV" ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
         echo "$VENV has no working python (moved, or made by another python): recreating it"
@@ -216,6 +164,7 @@ install_cargo_deb() {
 stage_install() {
     install_apt_packages
     install_rustup_components
+    install_rustup_targets
     install_python_venv
     install_cargo_deb
 }
@@ -240,12 +189,28 @@ stage_test() {
     cargo test 2>&1 | tee "$test_log"
 }
 
+# The test totals of the summary include the ARM tests, because their
+# "test result:" lines go into the same log.
+stage_arm() {
+    bash "$repo/tests/arm/run-qemu.sh" "$ARM_TARGET" 2>&1 | tee -a "$test_log"
+}
+
 # ---- systemd unit and Debian package ------------------------------------------
 
 stage_package() {
     bash "$repo/tests/packaging/systemd-unit.sh"
+
+    # The package holds the dev-profile edgedet that the test stage built,
+    # rather than a second, release build: the install test checks the
+    # package's files and maintainer scripts, and runs `edgedet check`, which
+    # need no optimised binary. cargo-deb 3.8.0 prints a warning that it
+    # does not support the dev profile and that a later version will reject
+    # it. A custom profile that inherits dev, given to both cargo test and
+    # cargo deb, would avoid that.
+    [[ -x "$repo/target/debug/edgedet" ]] ||
+        fail "target/debug/edgedet not found: the test stage builds it, run the whole script"
     # Built as the invoking user; only the install test needs root.
-    cargo deb --fast --output "$repo/target/packaging/edgedet.deb"
+    cargo deb --no-build --profile dev --fast --output "$repo/target/packaging/edgedet.deb"
     as_root bash "$repo/tests/packaging/deb-install.sh" "$repo/target/packaging/edgedet.deb"
 }
 
@@ -257,6 +222,7 @@ run_stage model stage_model
 run_stage fmt stage_fmt
 run_stage clippy stage_clippy
 run_stage test stage_test
+run_stage arm stage_arm
 run_stage package stage_package
 
 print_summary "all ${#stage_summaries[@]} stages passed"

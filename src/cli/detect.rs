@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::detection::{Detection, StageTimings};
 use crate::detector::{Detector, DetectorOptions};
-use crate::model::{InputSize, Model, ModelSpec};
+use crate::model::{InputSize, Model, ModelSpec, Precision};
 use crate::preprocess::load_image;
 
 use super::{write_stdout, Stdout};
@@ -51,6 +51,15 @@ pub struct ModelArgs {
     /// Network input size WIDTHxHEIGHT, multiples of 32 [default: the model's].
     #[arg(long, value_name = "WxH")]
     pub size: Option<InputSize>,
+    /// Number format to run in: f32, f16 (CPUs with FP16 arithmetic) or int8 (needs `edgedet quantize` first).
+    #[arg(long, default_value_t = Precision::F32, value_name = "PRECISION")]
+    pub precision: Precision,
+    /// The int8 calibration file [default: the cfg path with .int8.json].
+    #[arg(long, value_name = "PATH")]
+    pub quantization: Option<PathBuf>,
+    /// Threads one inference uses [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl ModelArgs {
@@ -60,6 +69,9 @@ impl ModelArgs {
             weights: self.weights.clone(),
             names: self.names.clone(),
             size: self.size,
+            precision: self.precision,
+            quantization: self.quantization.clone(),
+            threads: self.threads,
         }
     }
 

@@ -31,7 +31,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading darknet model {}", args.model.display()))?;
 
     // Loading the result through tract checks the graph before anyone else trusts the file.
-    onnx::plan_from_proto(&proto, &meta, &args.out.display().to_string(), false)
+    onnx::typed_from_proto(&proto, &meta, &args.out.display().to_string(), false)
         .context("checking the exported graph")?;
     onnx::write(&proto, &args.out)?;
     log::info!(

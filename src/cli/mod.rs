@@ -2,11 +2,13 @@
 //! Each subcommand returns `anyhow::Result`; errors are printed once here with
 //! their whole chain and mapped to the documented exit status.
 
+mod bench;
 mod cameras;
 mod check;
 mod config_cmd;
 mod detect;
 mod export;
+mod quantize;
 mod run;
 
 use std::process::ExitCode;
@@ -31,6 +33,10 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Write a darknet model as ONNX, with its YOLO metadata.
     ExportOnnx(export::ExportArgs),
+    /// Calibrate a darknet model on sample frames for int8 inference.
+    Quantize(quantize::QuantizeArgs),
+    /// Time edgedet's precisions and thread counts, and peer runtimes, on one model and image.
+    Bench(bench::BenchArgs),
     /// Run the detection daemon: frame sources → model → MQTT.
     Run(run::RunArgs),
     /// Validate a config file without running anything.
@@ -90,6 +96,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Detect(args) => detect::run(args),
         Command::ExportOnnx(args) => export::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(args) => config_cmd::run(args),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::values::{FrameRate, Port, Qos, TopicLevel, TopicPrefix, UnitInterval};
-use crate::model::InputSize;
+use crate::model::{InputSize, Precision};
 
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,7 +25,36 @@ pub struct ConfigFile {
     pub model: ModelSection,
     #[serde(default)]
     pub mqtt: MqttSection,
+    /// Slows detection down while the CPU is hot; absent, rates stay as configured.
+    #[serde(default)]
+    pub thermal: Option<ThermalSection>,
     pub cameras: Spanned<Vec<Spanned<CameraSection>>>,
+}
+
+/// `[thermal]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThermalSection {
+    pub temperature_file: PathBuf,
+    pub throttled_file: PathBuf,
+    pub hot_c: f32,
+    pub cool_c: f32,
+    pub hot_interval_ms: NonZeroU64,
+    pub poll_s: NonZeroU64,
+}
+
+impl Default for ThermalSection {
+    fn default() -> Self {
+        let defaults = crate::thermal::ThermalConfig::default();
+        ThermalSection {
+            temperature_file: defaults.temperature_file,
+            throttled_file: defaults.throttled_file,
+            hot_c: defaults.hot_c,
+            cool_c: defaults.cool_c,
+            hot_interval_ms: NonZeroU64::new(defaults.hot_interval.as_millis() as u64).expect("the default is not 0"),
+            poll_s: NonZeroU64::new(defaults.poll.as_secs()).expect("the default is not 0"),
+        }
+    }
 }
 
 /// `[device]`
@@ -54,6 +83,12 @@ pub struct ModelSection {
     pub names: Option<PathBuf>,
     #[serde(default)]
     pub size: Option<InputSize>,
+    #[serde(default)]
+    pub precision: Precision,
+    #[serde(default)]
+    pub quantization: Option<PathBuf>,
+    #[serde(default)]
+    pub threads: Option<NonZeroUsize>,
     #[serde(default = "default_threshold")]
     pub threshold: UnitInterval,
     #[serde(default = "default_nms_threshold")]
@@ -68,6 +103,9 @@ impl ModelSection {
             weights: None,
             names: None,
             size: None,
+            precision: Precision::default(),
+            quantization: None,
+            threads: None,
             threshold: default_threshold(),
             nms_threshold: default_nms_threshold(),
         }
@@ -88,7 +126,8 @@ fn default_nms_threshold() -> UnitInterval {
 pub struct MqttSection {
     pub host: Spanned<String>,
     pub port: Port,
-    pub embedded_broker: bool,
+    /// Spanned, so that a build without the broker can point at the line.
+    pub embedded_broker: Spanned<bool>,
     pub client_id: Option<String>,
     pub username: Option<String>,
     pub password: Option<Spanned<String>>,
@@ -107,7 +146,7 @@ impl Default for MqttSection {
         MqttSection {
             host: Spanned::new(0..0, "127.0.0.1".to_string()),
             port: Port::new(1883).expect("1883 is not 0"),
-            embedded_broker: false,
+            embedded_broker: Spanned::new(0..0, false),
             client_id: None,
             username: None,
             password: None,
@@ -153,6 +192,29 @@ pub struct CameraSection {
     /// camera shares the `[model]` instance with the other cameras.
     #[serde(default)]
     pub model: Option<ModelSection>,
+    /// Run the detector only on frames with motion (and at `refresh_s` intervals).
+    #[serde(default)]
+    pub motion: Option<MotionSection>,
+}
+
+/// `[cameras.motion]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionSection {
+    pub threshold: u8,
+    pub min_area: UnitInterval,
+    pub refresh_s: NonZeroU64,
+}
+
+impl Default for MotionSection {
+    fn default() -> Self {
+        let defaults = crate::motion::MotionConfig::default();
+        MotionSection {
+            threshold: defaults.threshold,
+            min_area: UnitInterval::try_from(f64::from(defaults.min_area)).expect("the default is within 0 to 1"),
+            refresh_s: NonZeroU64::new(defaults.refresh.as_secs()).expect("the default is not 0"),
+        }
+    }
 }
 
 /// Kind of input that a camera's `path` names.

@@ -47,6 +47,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// At least one, with unique names.
     pub cameras: Vec<CameraConfig>,
+    /// `None` keeps every camera at its configured rate whatever the CPU's temperature.
+    pub thermal: Option<crate::thermal::ThermalConfig>,
 }
 
 /// `[model]`, with paths resolved against the config file's directory.
@@ -117,6 +119,8 @@ pub struct CameraConfig {
     pub rpicam_args: Vec<String>,
     /// The camera's own `model` table; `None` shares `[model]`.
     pub model: Option<ModelConfig>,
+    /// The camera's motion gate; `None` runs the detector on every frame.
+    pub motion: Option<crate::motion::MotionConfig>,
 }
 
 /// Width and height of a frame in pixels, each from 1 to [`FrameSize::MAX_SIDE`].
@@ -197,6 +201,7 @@ impl Config {
         let cameras = resolve_cameras(path, text, base, file.cameras)?;
 
         let model = resolve_model(base, file.model);
+        let thermal = file.thermal.map(|thermal| resolve_thermal(path, base, thermal)).transpose()?;
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -205,6 +210,7 @@ impl Config {
             model,
             mqtt,
             cameras,
+            thermal,
         })
     }
 
@@ -261,6 +267,28 @@ impl Config {
         }
         if let Some(names) = &spec.names {
             self.require_path(&format!("{table}.names"), names)?;
+        }
+        if spec.precision == crate::model::Precision::Int8 {
+            if spec.is_onnx() {
+                return Err(ConfigError::Unlocated {
+                    path: self.path.clone(),
+                    message: format!(
+                        "{table}.precision = \"int8\" needs a darknet cfg and weights, but {table}.path is an ONNX file"
+                    ),
+                });
+            }
+            let calibration = spec.quantization_path();
+            if !calibration.exists() {
+                let key = if spec.quantization.is_some() { "quantization" } else { "precision" };
+                return Err(ConfigError::Unlocated {
+                    path: self.path.clone(),
+                    message: format!(
+                        "{table}.{key}: int8 needs the calibration file {}, which does not exist: create it with `edgedet quantize --model {} --calibrate FOLDER_OF_FRAMES`",
+                        calibration.display(),
+                        spec.path.display()
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -344,11 +372,14 @@ fn device_id_from_host_name(path: &Path) -> Result<String, ConfigError> {
 }
 
 fn resolve_mqtt(path: &Path, text: &str, mqtt: MqttSection, device_id: &str) -> Result<MqttConfig, ConfigError> {
+    require_embedded_broker(path, text, &mqtt.embedded_broker, EMBEDDED_BROKER_BUILT)?;
+    let embedded_broker = *mqtt.embedded_broker.get_ref();
+
     let host = mqtt.host.get_ref().trim().to_string();
     if host.is_empty() {
         return Err(ConfigError::at(path, text, mqtt.host.span(), "mqtt.host: expected a host name or IP address"));
     }
-    if mqtt.embedded_broker && host.parse::<IpAddr>().is_err() {
+    if embedded_broker && host.parse::<IpAddr>().is_err() {
         return Err(ConfigError::at(
             path,
             text,
@@ -379,7 +410,7 @@ fn resolve_mqtt(path: &Path, text: &str, mqtt: MqttSection, device_id: &str) -> 
     Ok(MqttConfig {
         host,
         port: mqtt.port.get(),
-        embedded_broker: mqtt.embedded_broker,
+        embedded_broker,
         client_id,
         credentials,
         qos: mqtt.qos,
@@ -389,6 +420,32 @@ fn resolve_mqtt(path: &Path, text: &str, mqtt: MqttSection, device_id: &str) -> 
         max_queued: mqtt.max_queued.get(),
         reconnect_max: Duration::from_secs(mqtt.reconnect_max_s.get()),
     })
+}
+
+/// Whether this build contains the embedded broker (the cargo feature `embedded-broker`).
+const EMBEDDED_BROKER_BUILT: bool = cfg!(feature = "embedded-broker");
+
+/// Rejects `embedded_broker = true`, located by `key`, when `broker_built`
+/// is false. A daemon without the broker would have nothing to publish to,
+/// so this is a config error that `edgedet check` reports too, rather than
+/// a failure once the model has loaded.
+fn require_embedded_broker(
+    path: &Path,
+    text: &str,
+    key: &toml::Spanned<bool>,
+    broker_built: bool,
+) -> Result<(), ConfigError> {
+    if broker_built || !*key.get_ref() {
+        return Ok(());
+    }
+    Err(ConfigError::at(
+        path,
+        text,
+        key.span(),
+        "mqtt.embedded_broker = true, but this edgedet was built without the embedded broker \
+         (cargo feature embedded-broker): set mqtt.embedded_broker = false and point mqtt.host at an MQTT broker, \
+         or rebuild edgedet with that feature",
+    ))
 }
 
 fn resolve_cameras(
@@ -556,12 +613,41 @@ fn resolve_cameras(
             pixel_format,
             rpicam_args,
             model: camera.model.map(|model| resolve_model(base, model)),
+            motion: camera.motion.map(|motion| crate::motion::MotionConfig {
+                threshold: motion.threshold,
+                min_area: motion.min_area.get(),
+                refresh: Duration::from_secs(motion.refresh_s.get()),
+            }),
         });
     }
     Ok(resolved)
 }
 
 /// Resolves a `[model]` table, or a camera's own `model` table, against the config file's directory.
+fn resolve_thermal(
+    path: &Path,
+    base: &Path,
+    thermal: file::ThermalSection,
+) -> Result<crate::thermal::ThermalConfig, ConfigError> {
+    if thermal.cool_c.partial_cmp(&thermal.hot_c) != Some(std::cmp::Ordering::Less) {
+        return Err(ConfigError::Unlocated {
+            path: path.to_path_buf(),
+            message: format!(
+                "thermal.cool_c ({}) must be below thermal.hot_c ({}), so that the rate does not flap around one temperature",
+                thermal.cool_c, thermal.hot_c
+            ),
+        });
+    }
+    Ok(crate::thermal::ThermalConfig {
+        temperature_file: base.join(thermal.temperature_file),
+        throttled_file: base.join(thermal.throttled_file),
+        hot_c: thermal.hot_c,
+        cool_c: thermal.cool_c,
+        hot_interval: Duration::from_millis(thermal.hot_interval_ms.get()),
+        poll: Duration::from_secs(thermal.poll_s.get()),
+    })
+}
+
 fn resolve_model(base: &Path, model: file::ModelSection) -> ModelConfig {
     ModelConfig {
         spec: ModelSpec {
@@ -569,6 +655,9 @@ fn resolve_model(base: &Path, model: file::ModelSection) -> ModelConfig {
             weights: model.weights.map(|weights| base.join(weights)),
             names: model.names.map(|names| base.join(names)),
             size: model.size,
+            precision: model.precision,
+            quantization: model.quantization.map(|path| base.join(path)),
+            threads: model.threads.map(std::num::NonZeroUsize::get),
         },
         detector: DetectorOptions { threshold: model.threshold.get(), nms_threshold: model.nms_threshold.get() },
     }
@@ -802,6 +891,30 @@ path = "images/door.jpg"
         config.check_files().expect("a device that is not plugged in is retried, not rejected");
     }
 
+    #[test]
+    fn int8_without_its_calibration_names_the_file_and_the_command() {
+        let mut config = parse(MINIMAL).expect("minimal config is valid");
+        config.model.spec.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        config.model.spec.precision = crate::model::Precision::Int8;
+        let message = config.check_files().expect_err("no calibration beside Cargo.toml").to_string();
+        let expected = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.int8.json");
+        assert!(
+            message.contains(&format!("model.precision: int8 needs the calibration file {}", expected.display())),
+            "{message}"
+        );
+        assert!(message.contains("`edgedet quantize --model"), "{message}");
+    }
+
+    #[test]
+    fn motion_table_sets_the_gate() {
+        let text = format!("{MINIMAL}\n[cameras.motion]\nthreshold = 30\nmin_area = 0.01\nrefresh_s = 5\n");
+        let config = parse(&text).expect("motion config is valid");
+        let motion = config.cameras[0].motion.expect("the motion table");
+        assert_eq!((motion.threshold, motion.min_area, motion.refresh), (30, 0.01, Duration::from_secs(5)));
+        let without = parse(MINIMAL).expect("minimal config is valid");
+        assert_eq!(without.cameras[0].motion, None);
+    }
+
     fn rpicam(keys: &str) -> String {
         MINIMAL
             .replace("source = \"image\"", "source = \"rpicam\"")
@@ -920,6 +1033,55 @@ path = "images/door.jpg"
     }
 
     #[test]
+    fn embedded_broker_rejected_when_not_built() {
+        let path = Path::new("/etc/edgedet/edgedet.toml");
+        let text = format!("{MINIMAL}\n[mqtt]\nembedded_broker = true\n");
+        let file = ConfigFile::parse(path, &text).expect("config parses");
+
+        let error = require_embedded_broker(path, &text, &file.mqtt.embedded_broker, false)
+            .expect_err("a build without the broker rejects embedded_broker = true");
+
+        assert!(matches!(error, ConfigError::Invalid { line: 11, column: 19, .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "/etc/edgedet/edgedet.toml:11:19: mqtt.embedded_broker = true, but this edgedet was built without the \
+             embedded broker (cargo feature embedded-broker): set mqtt.embedded_broker = false and point mqtt.host \
+             at an MQTT broker, or rebuild edgedet with that feature"
+        );
+    }
+
+    #[test]
+    fn embedded_broker_accepted_when_built() {
+        let path = Path::new("/etc/edgedet/edgedet.toml");
+        let text = format!("{MINIMAL}\n[mqtt]\nembedded_broker = true\n");
+        let file = ConfigFile::parse(path, &text).expect("config parses");
+
+        let result = require_embedded_broker(path, &text, &file.mqtt.embedded_broker, true);
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn embedded_broker_off_needs_no_broker_in_build() {
+        let path = Path::new("/etc/edgedet/edgedet.toml");
+        let file = ConfigFile::parse(path, MINIMAL).expect("config parses");
+
+        let result = require_embedded_broker(path, MINIMAL, &file.mqtt.embedded_broker, false);
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn embedded_broker_follows_build_features() {
+        let text = format!("{MINIMAL}\n[mqtt]\nembedded_broker = true\n");
+
+        let result = parse(&text);
+
+        assert_eq!(result.is_ok(), cfg!(feature = "embedded-broker"), "{result:?}");
+    }
+
+    #[test]
+    #[cfg_attr(not(feature = "embedded-broker"), ignore = "built without the embedded-broker feature")]
     fn embedded_broker_needs_ip_address() {
         let text = format!("{MINIMAL}\n[mqtt]\nembedded_broker = true\nhost = \"localhost\"\n");
         let message = parse(&text).expect_err("host name with embedded broker is invalid").to_string();

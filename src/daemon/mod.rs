@@ -37,6 +37,7 @@ use crate::detector::Detector;
 use crate::frame_source::FrameSource;
 use crate::model::{Model, ModelError, ModelSpec};
 use crate::publish::{self, MqttLink, PublishError, Publisher, Topics};
+use crate::thermal::RateLimit;
 use stats::StatsReporter;
 use supervisor::Supervisor;
 use worker::SharedDetector;
@@ -123,7 +124,13 @@ pub fn run_with_sources(
         config.mqtt.max_queued
     );
 
-    let reporter = Arc::new(StatsReporter::new(model.description(), model.precision().to_string(), link.publisher()));
+    let rate_limit = Arc::new(RateLimit::default());
+    let reporter = Arc::new(StatsReporter::new(
+        model.description(),
+        model.precision().to_string(),
+        link.publisher(),
+        Arc::clone(&rate_limit),
+    ));
     let stats_interval = config.mqtt.stats_interval;
     let mut supervisor = Supervisor::new(
         config,
@@ -136,6 +143,7 @@ pub fn run_with_sources(
             publisher: link.publisher(),
             topics: topics.clone(),
             reporter: Arc::clone(&reporter),
+            rate_limit,
         },
     );
     supervisor.start_cameras()?;

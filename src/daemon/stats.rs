@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use crate::publish::payload::{self, CameraStats, Latency, StatsPayload, PAYLOAD_VERSION};
+use crate::publish::payload::{self, CameraStats, Latency, StatsPayload, ThermalStats, PAYLOAD_VERSION};
 use crate::publish::Publisher;
+use crate::thermal::RateLimit;
 
 /// Inference times kept between two stats messages. At 30 frames per second
 /// this covers more than two minutes; beyond it, later frames are left out
@@ -20,6 +21,7 @@ pub struct CameraCounters {
     captured: AtomicU64,
     processed: AtomicU64,
     skipped: AtomicU64,
+    without_motion: AtomicU64,
     /// Inference milliseconds since the previous stats message.
     inference_ms: Mutex<Vec<f64>>,
 }
@@ -35,6 +37,15 @@ impl CameraCounters {
 
     pub fn count_skipped(&self) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a frame that the motion gate kept from the detector.
+    pub fn count_without_motion(&self) {
+        self.without_motion.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn without_motion(&self) -> u64 {
+        self.without_motion.load(Ordering::Relaxed)
     }
 
     /// Counts a frame that was captured and skipped before reaching the model.
@@ -71,6 +82,7 @@ impl CameraCounters {
             frames_captured: self.captured(),
             frames_processed: self.processed(),
             frames_skipped: self.skipped(),
+            frames_without_motion: self.without_motion(),
             inference_ms: latency(samples),
         }
     }
@@ -84,15 +96,17 @@ pub struct StatsReporter {
     model: Mutex<(String, String)>,
     cameras: Mutex<Vec<(String, Arc<CameraCounters>)>>,
     publisher: Publisher,
+    rate_limit: Arc<RateLimit>,
 }
 
 impl StatsReporter {
-    pub fn new(model: String, precision: String, publisher: Publisher) -> StatsReporter {
+    pub fn new(model: String, precision: String, publisher: Publisher, rate_limit: Arc<RateLimit>) -> StatsReporter {
         StatsReporter {
             started: Instant::now(),
             model: Mutex::new((model, precision)),
             cameras: Mutex::default(),
             publisher,
+            rate_limit,
         }
     }
 
@@ -122,6 +136,12 @@ impl StatsReporter {
             precision,
             cameras,
             mqtt: self.publisher.stats(),
+            thermal: self.rate_limit.state().map(|state| ThermalStats {
+                temperature_c: state.temperature_c,
+                throttled: state.throttled.map(|flags| format!("0x{flags:x}")),
+                slowed: state.slowed,
+                min_interval_ms: state.min_interval.map(|interval| interval.as_millis() as u64),
+            }),
         }
     }
 }

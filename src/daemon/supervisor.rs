@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
@@ -32,6 +32,7 @@ use crate::detector::Detector;
 use crate::frame_source::FrameSourceError;
 use crate::model::{Model, ModelSpec};
 use crate::publish::{Publisher, Topics};
+use crate::thermal::{RateLimit, ThermalGovernor};
 
 /// How often the supervisor looks at reload requests, finished cameras and
 /// the watchdog. It also bounds how late a SIGHUP is acted on.
@@ -44,6 +45,8 @@ pub struct Pipeline {
     pub publisher: Publisher,
     pub topics: Topics,
     pub reporter: Arc<StatsReporter>,
+    /// The detection rate limit that `[thermal]` sets while the CPU is hot.
+    pub rate_limit: Arc<RateLimit>,
 }
 
 /// One camera's worker thread and what the supervisor keeps of it.
@@ -75,6 +78,7 @@ pub struct Supervisor<'a> {
     /// Models that cameras' own `model` tables name, other than `[model]`'s.
     camera_models: Vec<(ModelSpec, Arc<Model>)>,
     cameras: Vec<RunningCamera>,
+    thermal: Option<ThermalGovernor>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -85,7 +89,17 @@ impl<'a> Supervisor<'a> {
         notifier: &'a ServiceNotifier,
         pipeline: Pipeline,
     ) -> Supervisor<'a> {
-        Supervisor { config, options, open_source, notifier, pipeline, camera_models: Vec::new(), cameras: Vec::new() }
+        let thermal = thermal_governor(&config, &pipeline.rate_limit);
+        Supervisor {
+            config,
+            options,
+            open_source,
+            notifier,
+            pipeline,
+            camera_models: Vec::new(),
+            cameras: Vec::new(),
+            thermal,
+        }
     }
 
     /// The detector of `camera`: the shared one, or one on its own model.
@@ -144,6 +158,7 @@ impl<'a> Supervisor<'a> {
             heartbeat: Arc::clone(&heartbeat),
             shutdown: stop.clone(),
             echo: self.options.echo,
+            rate_limit: Arc::clone(&self.pipeline.rate_limit),
         };
         let name = format!("camera-{}", camera.name);
         let thread = thread::Builder::new()
@@ -192,6 +207,9 @@ impl<'a> Supervisor<'a> {
         while !control.shutdown.wait_timeout(CONTROL_TICK) {
             if control.reload.take() {
                 self.reload();
+            }
+            if let Some(thermal) = &mut self.thermal {
+                thermal.tick(Instant::now());
             }
             if let Some(watchdog) = &mut watchdog {
                 let cameras = self.cameras.iter().map(|camera| WatchedCamera {
@@ -258,6 +276,13 @@ impl<'a> Supervisor<'a> {
             self.pipeline.detector.replace(Detector::new(Arc::clone(&self.pipeline.model), new.model.detector));
         }
         self.config.model = new.model.clone();
+        if new.thermal != self.config.thermal {
+            self.thermal = thermal_governor(&new, &self.pipeline.rate_limit);
+            if self.thermal.is_none() {
+                self.pipeline.rate_limit.disable();
+            }
+            self.config.thermal = new.thermal.clone();
+        }
 
         let (mut kept, mut restarted, mut removed) = (0, 0, 0);
         let running = std::mem::take(&mut self.cameras);
@@ -302,6 +327,17 @@ impl<'a> Supervisor<'a> {
             self.cameras.iter().map(|camera| (camera.config.name.clone(), Arc::clone(&camera.counters))).collect();
         self.pipeline.reporter.set_cameras(cameras);
     }
+}
+
+/// The governor of `[thermal]`, or `None` without the table.
+fn thermal_governor(config: &Config, rate_limit: &Arc<RateLimit>) -> Option<ThermalGovernor> {
+    let thermal = config.thermal.clone()?;
+    info!(
+        "thermal: above {:.1} °C or while the Pi firmware reports throttling, each camera detects at most once every {} ms",
+        thermal.hot_c,
+        thermal.hot_interval.as_millis()
+    );
+    Some(ThermalGovernor::new(thermal, Arc::clone(rate_limit)))
 }
 
 fn join(camera: RunningCamera) {

@@ -21,8 +21,10 @@ use super::watchdog::Heartbeat;
 use crate::config::CameraConfig;
 use crate::detector::Detector;
 use crate::frame_source::{Frame, FrameSource};
+use crate::motion::MotionGate;
 use crate::publish::payload::{DetectionsPayload, FrameInfo, InputSize};
 use crate::publish::{Publisher, Topics};
+use crate::thermal::RateLimit;
 
 /// Maximum wait for the capture thread to stop once inference has stopped.
 /// A source blocked in a read (a device waiting out its timeout, a stalled
@@ -47,6 +49,8 @@ pub struct CameraWorker {
     pub heartbeat: Arc<Heartbeat>,
     pub shutdown: Shutdown,
     pub echo: Echo,
+    /// The least time between two frames that `[thermal]` asks for while the CPU is hot.
+    pub rate_limit: Arc<RateLimit>,
 }
 
 /// The detector that the cameras use. A reload that changes the model or
@@ -79,7 +83,18 @@ struct Incident {
 impl CameraWorker {
     /// Runs until the source ends or shutdown is requested, then publishes the camera's `offline`.
     pub fn run(self) {
-        let CameraWorker { camera, source, detector, publisher, topics, counters, heartbeat, shutdown, echo } = self;
+        let CameraWorker {
+            camera,
+            source,
+            detector,
+            publisher,
+            topics,
+            counters,
+            heartbeat,
+            shutdown,
+            echo,
+            rate_limit,
+        } = self;
         let name = camera.name.clone();
         let status_topic = topics.camera_status(&name);
         let rate = match camera.frame_interval {
@@ -120,8 +135,11 @@ impl CameraWorker {
 
         match capture_thread {
             Ok(handle) => {
+                let motion = camera.motion.map(MotionGate::new);
                 let mut inference = InferenceLoop {
                     camera,
+                    motion,
+                    rate_limit,
                     detector,
                     publisher: publisher.clone(),
                     topics,
@@ -142,10 +160,11 @@ impl CameraWorker {
         counters.set_online(false);
         publisher.set_status(&status_topic, false);
         info!(
-            "camera {name}: stopped after {} frames captured, {} processed, {} skipped",
+            "camera {name}: stopped after {} frames captured, {} processed, {} skipped, {} without motion",
             counters.captured(),
             counters.processed(),
-            counters.skipped()
+            counters.skipped(),
+            counters.without_motion()
         );
     }
 }
@@ -169,6 +188,8 @@ fn stop_capture(camera: &str, handle: thread::JoinHandle<()>, finished: &mpsc::R
 /// The inference side of a camera: paces, detects and publishes.
 struct InferenceLoop {
     camera: CameraConfig,
+    motion: Option<MotionGate>,
+    rate_limit: Arc<RateLimit>,
     detector: SharedDetector,
     publisher: Publisher,
     topics: Topics,
@@ -190,7 +211,11 @@ impl InferenceLoop {
                 return;
             };
             self.counters.count_captured();
-            if let Some(interval) = self.camera.frame_interval {
+            let interval = match (self.camera.frame_interval, self.rate_limit.min_interval()) {
+                (Some(own), Some(hot)) => Some(own.max(hot)),
+                (own, hot) => own.or(hot),
+            };
+            if let Some(interval) = interval {
                 next_due = Instant::now() + interval;
             }
             self.process(frame, &mut model_failures);
@@ -198,6 +223,14 @@ impl InferenceLoop {
     }
 
     fn process(&mut self, frame: Frame, model_failures: &mut Incident) {
+        if let Some(gate) = &mut self.motion {
+            let decision = gate.check(&frame.image, Instant::now());
+            if !decision.runs_detector() {
+                self.counters.count_without_motion();
+                return;
+            }
+            debug!("camera {}: frame {} goes to the detector: {decision:?}", self.camera.name, frame.sequence);
+        }
         let detector = self.detector.get();
         self.heartbeat.inference_started();
         let detected = detector.detect(&frame.image);

@@ -12,7 +12,7 @@
 //! rate, so that its waits can be cut short by shutdown.
 
 mod child;
-mod files;
+pub mod files;
 pub mod rpicam;
 mod stream;
 pub mod v4l2;

@@ -1,8 +1,11 @@
 //! Loads a YOLO model (darknet cfg/weights or ONNX) into a tract plan and runs it.
 
 pub mod darknet;
+pub mod inspect;
 pub mod meta;
 pub mod onnx;
+pub mod precision;
+pub mod quant;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -11,6 +14,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use meta::{ModelMeta, NmsKind, YoloHead};
+pub use precision::Precision;
+
+use tract_core::prelude::*;
+use tract_linalg::multithread::Executor;
 
 use crate::preprocess::NetworkInput;
 
@@ -64,13 +71,45 @@ impl fmt::Display for InputSize {
     }
 }
 
-/// The files a model is loaded from: a darknet `.cfg` (weights beside it by default) or an `.onnx` file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The files a model is loaded from: a darknet `.cfg` (weights beside it by
+/// default) or an `.onnx` file, and the precision to run it in.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     pub path: PathBuf,
     pub weights: Option<PathBuf>,
     pub names: Option<PathBuf>,
     pub size: Option<InputSize>,
+    pub precision: Precision,
+    /// The int8 calibration [default: beside the cfg, `NAME.int8.json`].
+    pub quantization: Option<PathBuf>,
+    /// Threads one inference uses [default: one per core].
+    pub threads: Option<usize>,
+}
+
+impl ModelSpec {
+    /// A float model from `path` with every other setting at its default.
+    pub fn new(path: impl Into<PathBuf>) -> ModelSpec {
+        ModelSpec { path: path.into(), ..ModelSpec::default() }
+    }
+
+    /// The weights file of a darknet model.
+    pub fn weights_path(&self) -> PathBuf {
+        self.weights.clone().unwrap_or_else(|| self.path.with_extension("weights"))
+    }
+
+    /// The calibration file an int8 model reads.
+    pub fn quantization_path(&self) -> PathBuf {
+        self.quantization.clone().unwrap_or_else(|| quant::default_calibration_path(&self.path))
+    }
+
+    /// The threads one inference uses: as configured, else one per core.
+    pub fn thread_count(&self) -> usize {
+        self.threads.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn is_onnx(&self) -> bool {
+        self.path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("onnx"))
+    }
 }
 
 /// Raw output of the convolution that feeds one `[yolo]` layer:
@@ -96,6 +135,17 @@ pub enum ModelError {
     },
     #[error("{path} lists {found} class names but the model has {expected} classes")]
     NamesCount { path: String, found: usize, expected: usize },
+    #[error(transparent)]
+    Quant(#[from] quant::QuantError),
+    #[error("{path}: int8 needs a darknet cfg and weights; ONNX models are run as they are (f32 or f16)")]
+    Int8NeedsDarknet { path: String },
+    #[error("optimising {path} in {precision}")]
+    Optimise {
+        path: String,
+        precision: Precision,
+        #[source]
+        source: anyhow::Error,
+    },
     #[error("running the model")]
     Inference(#[source] anyhow::Error),
 }
@@ -105,6 +155,9 @@ pub struct Model {
     meta: ModelMeta,
     labels: Vec<String>,
     plan: onnx::Plan,
+    /// The precision the plan runs in, which may differ from the one asked for (f16 on a CPU without FP16).
+    precision: Precision,
+    threads: usize,
 }
 
 /// COCO's 80 class names, used when a model has 80 classes and no names file is given.
@@ -117,18 +170,41 @@ impl Model {
     /// A missing or malformed cfg, weights, ONNX or names file, named in the error.
     pub fn load(spec: &ModelSpec) -> Result<Model, ModelError> {
         let size = spec.size.map(|size| (size.width, size.height));
-        let is_onnx = spec.path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("onnx"));
-        let (plan, meta) = if is_onnx {
-            onnx::load(&spec.path, size)?
-        } else {
-            let weights = spec.weights.clone().unwrap_or_else(|| spec.path.with_extension("weights"));
-            let size = size.map(|(w, h)| (w as usize, h as usize));
-            let (proto, meta) = darknet::load_as_onnx(&spec.path, &weights, size)?;
-            let plan = onnx::plan_from_proto(&proto, &meta, &spec.path.display().to_string(), false)?;
-            (plan, meta)
+        let name = spec.path.display().to_string();
+        let precision = match spec.precision {
+            Precision::F16 if !precision::cpu_has_fp16() => {
+                log::info!(
+                    "{name}: this CPU has no FP16 arithmetic that tract uses, so the model runs in f32 instead of f16"
+                );
+                Precision::F32
+            }
+            precision => precision,
+        };
+        let threads = spec.thread_count();
+        let optimise = |typed, name: &str| optimise(typed, precision, threads, name);
+        let (plan, meta) = match (spec.is_onnx(), precision) {
+            (true, Precision::Int8) => return Err(ModelError::Int8NeedsDarknet { path: name }),
+            (true, _) => {
+                let (typed, meta) = onnx::load(&spec.path, size)?;
+                (optimise(typed, &name)?, meta)
+            }
+            (false, Precision::Int8) => {
+                let size = size.map(|(w, h)| (w as usize, h as usize));
+                let (network, meta) =
+                    quant::load_int8(&spec.path, &spec.weights_path(), &spec.quantization_path(), size)?;
+                (plan(network.optimised()?, precision, threads, &name)?, meta)
+            }
+            (false, _) => {
+                let size = size.map(|(w, h)| (w as usize, h as usize));
+                let (proto, meta) = darknet::load_as_onnx(&spec.path, &spec.weights_path(), size)?;
+                let typed = onnx::typed_from_proto(&proto, &meta, &name, false)?;
+                (optimise(typed, &name)?, meta)
+            }
         };
         let labels = read_labels(spec.names.as_deref(), meta.classes)?;
-        Ok(Model { meta, labels, plan })
+        let model = Model { meta, labels, plan, precision, threads };
+        log::info!("{}: matrix kernels {}", model.description(), model.summary().kernel_counts());
+        Ok(model)
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -141,8 +217,18 @@ impl Model {
     }
 
     /// Numeric precision of the weights and activations the plan runs in.
-    pub fn precision(&self) -> &'static str {
-        "f32"
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The kernels and ops tract chose for this model on this CPU.
+    pub fn summary(&self) -> inspect::PlanSummary {
+        inspect::PlanSummary::of(self.plan.model())
+    }
+
+    /// Threads one inference uses.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Name, input size and precision, as logs and payloads show it: `yolov4-tiny 416x416 f32`.
@@ -165,8 +251,46 @@ impl Model {
                 self.meta.height
             )));
         }
-        onnx::run(&self.plan, &self.meta, &input.data).map_err(ModelError::Inference)
+        let shape = [1, self.meta.channels as usize, self.meta.height as usize, self.meta.width as usize];
+        let tensor = match self.precision {
+            Precision::F32 => Tensor::from_shape(&shape, &input.data),
+            Precision::F16 => {
+                let halves: Vec<f16> = input.data.iter().map(|&x| f16::from_f32(x)).collect();
+                Tensor::from_shape(&shape, &halves)
+            }
+            Precision::Int8 => {
+                let bytes: Vec<i8> = input.data.iter().map(|&x| quant::params::INPUT_PARAMS.quantize(x)).collect();
+                Tensor::from_shape(&shape, &bytes)
+            }
+        };
+        let tensor = tensor.map_err(ModelError::Inference)?;
+        onnx::run(&self.plan, tensor).map_err(ModelError::Inference)
     }
+}
+
+/// Converts a decluttered model to `precision`, optimises it for this CPU and
+/// makes a plan that runs its matrix products on `threads` threads.
+fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str) -> Result<onnx::Plan, ModelError> {
+    let failed = |source: anyhow::Error| ModelError::Optimise { path: name.into(), precision, source };
+    let mut model = model;
+    if precision == Precision::F16 {
+        let transform = tract_core::transform::get_transform("f32_to_f16")
+            .map_err(failed)?
+            .ok_or_else(|| failed(anyhow::anyhow!("this tract has no f32_to_f16 transform")))?;
+        transform.transform(&mut model).map_err(failed)?;
+    }
+    let optimised = model.into_optimized().map_err(failed)?;
+    plan(optimised, precision, threads, name)
+}
+
+/// A runnable plan of an optimised model on `threads` threads.
+fn plan(optimised: TypedModel, precision: Precision, threads: usize, name: &str) -> Result<onnx::Plan, ModelError> {
+    let failed = |source: anyhow::Error| ModelError::Optimise { path: name.into(), precision, source };
+    // tract's threads split matrix products and element-wise ops only; its
+    // im2col, pooling and concatenation stay on the calling thread.
+    let executor = (threads > 1).then(|| Executor::multithread_with_name(threads, "edgedet-infer"));
+    let options = RunOptions { executor, ..RunOptions::default() };
+    optimised.into_runnable_with_options(&options).map_err(failed)
 }
 
 /// Class names from a file with one name a line, or COCO's for 80-class models, or `class<N>`.

@@ -45,7 +45,7 @@ pub enum OnnxError {
     InvalidMeta { path: String, message: String },
     #[error("{path} has an unsupported layout: {message}; expected {EXPECTED_LAYOUT}")]
     Layout { path: String, message: String },
-    #[error("optimising {path} for this CPU")]
+    #[error("preparing {path} for tract")]
     Optimise {
         path: String,
         #[source]
@@ -60,10 +60,11 @@ pub enum OnnxError {
 }
 
 /// Reads an ONNX file and its YOLO metadata; `size` replaces the input size.
+/// Returns the decluttered model, not yet optimised for a precision and CPU.
 ///
 /// # Errors
 /// Unreadable file, missing or invalid metadata, or a layout other than the one described in the module docs.
-pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<(Plan, ModelMeta), OnnxError> {
+pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<(TypedModel, ModelMeta), OnnxError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
         action: "reading ONNX model",
@@ -77,15 +78,20 @@ pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<(Plan, ModelMeta), 
         meta.width = width;
         meta.height = height;
     }
-    let plan = plan_from_proto(&proto, &meta, &name, size.is_some())?;
-    Ok((plan, meta))
+    let model = typed_from_proto(&proto, &meta, &name, size.is_some())?;
+    Ok((model, meta))
 }
 
-/// Builds an optimised plan from an ONNX model and checks its outputs against `meta`.
+/// Builds the decluttered tract model of an ONNX model and checks its outputs against `meta`.
 ///
 /// `resized` is true when the input size differs from the one stored in the
 /// model, so the stored output shapes are recomputed instead of trusted.
-pub fn plan_from_proto(proto: &ModelProto, meta: &ModelMeta, name: &str, resized: bool) -> Result<Plan, OnnxError> {
+pub fn typed_from_proto(
+    proto: &ModelProto,
+    meta: &ModelMeta,
+    name: &str,
+    resized: bool,
+) -> Result<TypedModel, OnnxError> {
     let layout = |message: String| OnnxError::Layout { path: name.into(), message };
     let graph = proto.graph.as_ref().ok_or_else(|| layout("the file contains no graph".into()))?;
     let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -112,9 +118,10 @@ pub fn plan_from_proto(proto: &ModelProto, meta: &ModelMeta, name: &str, resized
             meta.channels, meta.height, meta.width
         ))
     })?;
-    let optimised = model.into_optimized().map_err(|source| OnnxError::Optimise { path: name.into(), source })?;
-    check_outputs(&optimised, meta).map_err(layout)?;
-    optimised.into_runnable().map_err(|source| OnnxError::Optimise { path: name.into(), source })
+    let typed = model.into_typed().and_then(|m| m.into_decluttered());
+    let typed = typed.map_err(|source| OnnxError::Optimise { path: name.into(), source })?;
+    check_outputs(&typed, meta).map_err(layout)?;
+    Ok(typed)
 }
 
 /// Checks that output `i` is head `i`'s raw tensor of the expected size.
@@ -170,14 +177,13 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     path.with_extension("toml")
 }
 
-/// Runs `plan` on one CHW input and copies out every head's tensor.
-pub fn run(plan: &Plan, meta: &ModelMeta, input: &[f32]) -> TractResult<Vec<HeadOutput>> {
-    let shape = [1, meta.channels as usize, meta.height as usize, meta.width as usize];
-    let tensor = Tensor::from_shape(&shape, input)?;
-    let outputs = plan.run(tvec!(tensor.into()))?;
+/// Runs `plan` on one CHW input and copies out every head's tensor as f32.
+pub fn run(plan: &Plan, input: Tensor) -> TractResult<Vec<HeadOutput>> {
+    let outputs = plan.run(tvec!(input.into()))?;
     outputs
         .iter()
         .map(|output| {
+            let output = output.cast_to::<f32>()?;
             let view = output.to_plain_array_view::<f32>()?;
             let dims = view.shape();
             let (grid_height, grid_width) = (dims[2], dims[3]);

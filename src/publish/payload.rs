@@ -106,6 +106,23 @@ pub struct StatsPayload {
     /// Per camera name, in name order.
     pub cameras: BTreeMap<String, CameraStats>,
     pub mqtt: MqttStats,
+    /// The adaptive detection rate; absent without `[thermal]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<ThermalStats>,
+}
+
+/// The CPU's last reading and whether the cameras are slowed down because of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThermalStats {
+    /// Degrees Celsius; `null` when the sensor cannot be read.
+    pub temperature_c: Option<f32>,
+    /// The Pi firmware's throttling flags, as `vcgencmd get_throttled` prints
+    /// them (`0x0`); `null` on other boards.
+    pub throttled: Option<String>,
+    /// Whether detection is slowed down now.
+    pub slowed: bool,
+    /// While slowed, the least time in milliseconds between two frames of a camera; otherwise `null`.
+    pub min_interval_ms: Option<u64>,
 }
 
 /// Counters of one camera since the daemon started, and inference latency since the previous report.
@@ -119,6 +136,9 @@ pub struct CameraStats {
     pub frames_processed: u64,
     /// Frames lost: undecodable files and frames the model failed on.
     pub frames_skipped: u64,
+    /// Frames the motion gate kept from the detector because nothing moved;
+    /// always 0 without `[cameras.motion]`.
+    pub frames_without_motion: u64,
     /// Inference time of the frames processed since the previous report;
     /// `null` when there were none.
     pub inference_ms: Option<Latency>,
@@ -204,6 +224,7 @@ mod tests {
                 frames_captured: 10,
                 frames_processed: 9,
                 frames_skipped: 1,
+                frames_without_motion: 0,
                 inference_ms: Some(Latency { p50: 41.5, p95: 60.25 }),
             },
         );
@@ -214,6 +235,7 @@ mod tests {
                 frames_captured: 0,
                 frames_processed: 0,
                 frames_skipped: 0,
+                frames_without_motion: 0,
                 inference_ms: None,
             },
         );
@@ -225,6 +247,7 @@ mod tests {
             precision: "f32".to_string(),
             cameras,
             mqtt: MqttStats { published: 12, dropped: 3 },
+            thermal: None,
         };
 
         let json = serde_json::to_string(&payload).expect("payload serializes");
@@ -233,8 +256,8 @@ mod tests {
             concat!(
                 r#"{"version":1,"timestamp":"2024-05-01T12:00:00.123Z","uptime_s":61,"#,
                 r#""model":"yolov4-tiny 416x416 f32","precision":"f32","cameras":{"#,
-                r#""alley":{"status":"offline","frames_captured":0,"frames_processed":0,"frames_skipped":0,"inference_ms":null},"#,
-                r#""door":{"status":"online","frames_captured":10,"frames_processed":9,"frames_skipped":1,"inference_ms":{"p50":41.5,"p95":60.25}}},"#,
+                r#""alley":{"status":"offline","frames_captured":0,"frames_processed":0,"frames_skipped":0,"frames_without_motion":0,"inference_ms":null},"#,
+                r#""door":{"status":"online","frames_captured":10,"frames_processed":9,"frames_skipped":1,"frames_without_motion":0,"inference_ms":{"p50":41.5,"p95":60.25}}},"#,
                 r#""mqtt":{"published":12,"dropped":3}}"#
             )
         );

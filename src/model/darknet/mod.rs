@@ -84,6 +84,11 @@ pub fn meta_of(network: &Network, name: &str) -> ModelMeta {
     }
 }
 
+/// The short name of a model: its cfg's file name without extension.
+pub fn model_name(cfg_path: &Path) -> String {
+    cfg_path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "darknet".into())
+}
+
 /// Reads a cfg and its weights and returns the equivalent ONNX model with its metadata.
 ///
 /// # Errors
@@ -95,7 +100,6 @@ pub fn load_as_onnx(
 ) -> Result<(tract_onnx::pb::ModelProto, ModelMeta), DarknetError> {
     let network = read_network(cfg_path, size)?;
     let params = weights::read_weights(weights_path, &network)?;
-    let name = cfg_path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "darknet".into());
-    let meta = meta_of(&network, &name);
+    let meta = meta_of(&network, &model_name(cfg_path));
     Ok((to_onnx::build_model(&network, &params, &meta), meta))
 }

@@ -51,7 +51,7 @@ pub fn build_model(network: &Network, params: &[ConvParams], meta: &ModelMeta) -
                 let pad = conv.padding as i64;
                 let conv_out = graph.node(
                     "Conv",
-                    &format!("{name}.conv"),
+                    &conv_output_name(index),
                     &[&previous, &kernel_name, &bias_name],
                     vec![
                         ints("kernel_shape", &[conv.size as i64, conv.size as i64]),
@@ -83,7 +83,7 @@ pub fn build_model(network: &Network, params: &[ConvParams], meta: &ModelMeta) -
                 }
             }
             LayerKind::Shortcut { from, activation } => {
-                let sum = graph.node("Add", &format!("{name}.add"), &[&previous, &outputs[*from]], vec![]);
+                let sum = graph.node("Add", &shortcut_output_name(index), &[&previous, &outputs[*from]], vec![]);
                 graph.activation(&name, sum, *activation)
             }
             LayerKind::MaxPool { size, stride_y, stride_x, pad_begin, pad_end } => {
@@ -145,6 +145,16 @@ pub fn build_model(network: &Network, params: &[ConvParams], meta: &ModelMeta) -
         metadata_props: vec![StringStringEntryProto { key: META_KEY.into(), value: json }],
         ..ModelProto::default()
     }
+}
+
+/// Name of the output of layer `index`'s convolution, before its activation.
+pub fn conv_output_name(index: usize) -> String {
+    format!("l{index}.conv")
+}
+
+/// Name of the sum of shortcut layer `index`, before its activation.
+pub fn shortcut_output_name(index: usize) -> String {
+    format!("l{index}.add")
 }
 
 #[derive(Default)]
