@@ -278,7 +278,10 @@ fn run_peer(
     if let Some(dir) = &args.calibrate {
         command.arg("--calibrate").arg(dir);
     }
-    one_json_line(&mut command, runtime)
+    let mut result = one_json_line(&mut command, runtime)?;
+    // A skipped runtime's line has no thread count; the table groups by it.
+    result.threads = threads;
+    Ok(result)
 }
 
 /// Runs a variant's process and reads the JSON line it prints.
