@@ -37,6 +37,8 @@ targets=("$1")
 [[ "$1" == all ]] && targets=("${CROSS_TARGETS[@]}")
 shift
 cargo_args=("$@")
+# The stripped binary of the dist profile, as packaged, in bytes.
+readonly DIST_SIZE_LIMIT=15000000
 
 # Cargo rejects --release next to --profile, and names the binary's folder
 # after the profile ("release" for --release).
@@ -82,9 +84,17 @@ for target in "${targets[@]}"; do
 
         binary="target/$target/$profile/edgedet"
         [[ -f "$binary" ]] || fail "cargo finished but $binary does not exist"
-        echo "built $repo/$binary ($(wc -c <"$binary" | tr -d ' ') bytes) in $((SECONDS - started)) s"
+        size=$(wc -c <"$binary" | tr -d ' ')
+        echo "built $repo/$binary ($size bytes) in $((SECONDS - started)) s"
         if command -v file >/dev/null; then
             file "$binary"
+        fi
+        # Boards have small SD cards and packages are downloaded over slow
+        # links: the packaged binary (dist, without the embedded broker) must
+        # stay within DIST_SIZE_LIMIT.
+        if [[ "$profile" == dist && " ${cargo_args[*]} " == *" --no-default-features "* ]] &&
+            ((size > DIST_SIZE_LIMIT)); then
+            fail "$binary is $size bytes, over the limit of $DIST_SIZE_LIMIT bytes for the packaged binary (cross/README.md, Binary size, shows what takes the room)"
         fi
     )
 done

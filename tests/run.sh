@@ -14,7 +14,9 @@
 #   test     cargo test, with EDGEDET_TEST_PYTHON set to the venv's python
 #   arm      tests/arm/run-qemu.sh aarch64-unknown-linux-gnu: the unit tests,
 #            reference_detections and preprocess cross-built for aarch64 and
-#            run under qemu-user, with their own stage times
+#            run under qemu-user, with their own stage times; then
+#            cross/package.sh packages that aarch64 edgedet as arm64 and
+#            checks that its glibc bound suits Ubuntu 22.04
 #   package  tests/packaging/systemd-unit.sh (systemd-analyze verify and
 #            security), then `cargo deb --no-build --profile dev`, which
 #            packages the edgedet that the test stage built. Then
@@ -47,6 +49,9 @@ readonly APT_PACKAGES=(
     mosquitto mosquitto-clients ffmpeg cmake nasm libclang-dev systemd debootstrap dpkg-dev
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 )
+# glibc of Ubuntu 22.04 (JetPack 6), the oldest system the board packages are
+# for: the arm stage fails when the arm64 package requires a newer one.
+readonly OLDEST_BOARD_GLIBC=2.35
 # The packaging stage builds the .deb with this cargo-deb.
 readonly CARGO_DEB_VERSION=3.8.0
 readonly RUSTUP_COMPONENTS=(rustfmt clippy)
@@ -193,6 +198,19 @@ stage_test() {
 # "test result:" lines go into the same log.
 stage_arm() {
     bash "$repo/tests/arm/run-qemu.sh" "$ARM_TARGET" 2>&1 | tee -a "$test_log"
+
+    # The arm64 package of the binary the ARM tests ran. Its glibc bound must
+    # let the oldest supported board system install it.
+    local deb="$repo/target/packaging/edgedet_arm64.deb" depends bound
+    bash "$repo/cross/package.sh" "$ARM_TARGET" --profile dev --fast --output "$deb"
+    [[ "$(dpkg-deb --field "$deb" Architecture)" == arm64 ]] || fail "$deb is not an arm64 package"
+    depends=$(dpkg-deb --field "$deb" Depends)
+    bound=$(sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p' <<<"$depends")
+    [[ -n "$bound" ]] || fail "$deb depends on no 'libc6 (>= VERSION)': $depends"
+    if [[ "$(printf '%s\n%s\n' "$bound" "$OLDEST_BOARD_GLIBC" | sort -V | tail -1)" != "$OLDEST_BOARD_GLIBC" ]]; then
+        fail "$deb depends on libc6 (>= $bound), newer than the glibc $OLDEST_BOARD_GLIBC of Ubuntu 22.04 (JetPack 6)"
+    fi
+    echo "$deb: Depends: $depends"
 }
 
 # ---- systemd unit and Debian package ------------------------------------------

@@ -12,10 +12,11 @@
 //! The broker is built only with the cargo feature `embedded-broker`, which is
 //! on by default. rumqttd also brings in an HTTP server (axum, hyper) and a
 //! Prometheus exporter that edgedet never starts, so leaving the feature out
-//! makes the binary smaller. Such a build still accepts
-//! `mqtt.embedded_broker = true` in a config, and [`start_embedded_broker`]
-//! then returns [`PublishError::BrokerNotBuilt`] rather than running a daemon
-//! with no broker to publish to.
+//! makes the binary smaller. Such a build rejects `mqtt.embedded_broker = true`
+//! when it reads the config, as a config error naming the key. For library
+//! users who build a config in code, [`start_embedded_broker`] still returns
+//! [`PublishError::BrokerNotBuilt`] rather than running a daemon with no broker
+//! to publish to.
 
 use std::net::SocketAddr;
 
