@@ -215,7 +215,7 @@ fn int8_convolutions_use_fused_integer_kernels() {
     assert_eq!(summary.float_nodes.len(), 4, "{float:?}");
 }
 
-/// Whether tract found an x86 int8 dot-product extension on this CPU
+/// Reports whether tract found an x86 int8 dot-product extension on this CPU
 /// (AVX-512 VNNI, AVX-VNNI or AMX), for which its int8 kernels read the
 /// four-deep packing.
 fn x86_cpu_has_int8_dot_product() -> bool {
