@@ -329,7 +329,7 @@ impl<'a> Supervisor<'a> {
     }
 }
 
-/// The governor of `[thermal]`, or `None` without the table.
+/// Builds the governor of `[thermal]`, or returns `None` when the config has no such table.
 fn thermal_governor(config: &Config, rate_limit: &Arc<RateLimit>) -> Option<ThermalGovernor> {
     let thermal = config.thermal.clone()?;
     info!(

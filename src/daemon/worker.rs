@@ -49,7 +49,7 @@ pub struct CameraWorker {
     pub heartbeat: Arc<Heartbeat>,
     pub shutdown: Shutdown,
     pub echo: Echo,
-    /// The least time between two frames that `[thermal]` asks for while the CPU is hot.
+    /// The least time between two frames that `[thermal]` requires while the CPU is hot.
     pub rate_limit: Arc<RateLimit>,
 }
 

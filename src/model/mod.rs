@@ -87,22 +87,22 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// A float model from `path` with every other setting at its default.
+    /// Creates the spec of a float model at `path`, with every other setting at its default.
     pub fn new(path: impl Into<PathBuf>) -> ModelSpec {
         ModelSpec { path: path.into(), ..ModelSpec::default() }
     }
 
-    /// The weights file of a darknet model.
+    /// Returns the path of a darknet model's weights file.
     pub fn weights_path(&self) -> PathBuf {
         self.weights.clone().unwrap_or_else(|| self.path.with_extension("weights"))
     }
 
-    /// The calibration file an int8 model reads.
+    /// Returns the path of the calibration file that an int8 model reads.
     pub fn quantization_path(&self) -> PathBuf {
         self.quantization.clone().unwrap_or_else(|| quant::default_calibration_path(&self.path))
     }
 
-    /// The threads one inference uses: as configured, else one per core.
+    /// Returns the number of threads one inference uses: as configured, else one per core.
     pub fn thread_count(&self) -> usize {
         self.threads.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
@@ -221,7 +221,7 @@ impl Model {
         self.precision
     }
 
-    /// The kernels and ops tract chose for this model on this CPU.
+    /// Lists the kernels and ops that tract chose for this model on this CPU.
     pub fn summary(&self) -> inspect::PlanSummary {
         inspect::PlanSummary::of(self.plan.model())
     }
@@ -283,7 +283,7 @@ fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str)
     plan(optimised, precision, threads, name)
 }
 
-/// A runnable plan of an optimised model on `threads` threads.
+/// Builds a runnable plan of an optimised model that uses `threads` threads.
 fn plan(optimised: TypedModel, precision: Precision, threads: usize, name: &str) -> Result<onnx::Plan, ModelError> {
     let failed = |source: anyhow::Error| ModelError::Optimise { path: name.into(), precision, source };
     // tract's threads split matrix products and element-wise ops only; its

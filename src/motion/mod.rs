@@ -6,9 +6,8 @@
 //! each new frame with that copy, and when enough cells differ by more than a
 //! threshold, the frame goes to the detector. A full pass also runs at a fixed
 //! interval whatever the gate decides, so an object that stopped moving is still
-//! reported. This follows what Frigate does on CPUs; unlike Frigate, the
-//! detector then sees the whole frame rather than crops around the moving
-//! regions, which keeps detections identical to an ungated run.
+//! reported. The detector then runs on the whole frame rather than on crops
+//! around the moving regions, so its detections equal those of an ungated run.
 //!
 //! Written here rather than taken from a crate: the one step needed (a shrunk
 //! running-average difference) is a few dozen lines, and the image crates

@@ -29,9 +29,10 @@
 #                         and the detections, against those recorded on x86_64.
 #                         Run twice on aarch64: on the Cortex-A72 (the SMLAL
 #                         int8 kernel; f16 falls back to f32), and as
-#                         precision_kernels_a76 on a Cortex-A76 told to tract as
-#                         TRACT_CPU_AARCH64_KIND=a75, since qemu shows the host's
-#                         /proc/cpuinfo (the SDOT int8 kernel and the FP16 kernels)
+#                         precision_kernels_a76 on a Cortex-A76, named to tract
+#                         with TRACT_CPU_AARCH64_KIND=a75 because qemu shows the
+#                         host's /proc/cpuinfo (the SDOT int8 kernel and the FP16
+#                         kernels)
 #
 # Left out, and why. These tests could start under emulation, because qemu-user
 # hands a host program such as ffmpeg or python3 to the host kernel, but:

@@ -84,7 +84,7 @@ pub fn meta_of(network: &Network, name: &str) -> ModelMeta {
     }
 }
 
-/// The short name of a model: its cfg's file name without extension.
+/// Returns the short name of a model: its cfg's file name without extension.
 pub fn model_name(cfg_path: &Path) -> String {
     cfg_path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "darknet".into())
 }
