@@ -91,6 +91,22 @@ fn unknown_table_is_rejected() {
 }
 
 #[test]
+fn precision_auto_and_samples_are_read() {
+    let text = VALID.replace(
+        "path = \"yolov4-tiny.cfg\"",
+        "path = \"yolov4-tiny.cfg\"\nprecision = \"auto\"\nsamples = \"frames\"",
+    );
+    let config = parse(&text).expect("precision auto parses");
+    assert_eq!(config.model.spec.precision, edgedet::model::PrecisionSetting::Auto);
+    assert_eq!(config.model.spec.samples_dir(), Path::new("/etc/edgedet/frames"));
+
+    let message =
+        error_message(&VALID.replace("path = \"yolov4-tiny.cfg\"", "path = \"yolov4-tiny.cfg\"\nprecision = \"fast\""));
+    assert!(message.contains("model.precision"), "{message}");
+    assert!(message.contains("expected f32, f16, int8 or auto"), "{message}");
+}
+
+#[test]
 fn wrong_type_names_key_and_line() {
     let text = VALID.replace("port = 1883", "port = \"1883\"");
     let message = error_message(&text);

@@ -15,23 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use edgedet::detection::{BoundingBox, Detection};
 use edgedet::detector::{Detector, DetectorOptions};
+use edgedet::model::agreement::{self, AgreementRule};
 use edgedet::model::quant::CalibrationFile;
 use edgedet::model::{Model, ModelSpec, Precision};
 use edgedet::preprocess::load_image;
-
-/// Float detections above this score are the ones int8 must reproduce.
-const CHECKED_SCORE: f32 = 0.4;
-/// Smallest IoU between a float detection and its int8 counterpart.
-const MIN_IOU: f32 = 0.85;
-/// Detections above `CHECKED_SCORE` that may be missing or extra, per photo.
-const MAX_UNMATCHED: usize = 1;
-/// A float detection won NMS by a near-tie when a suppressed float candidate
-/// of its class scored within this much of it. Which of the two survives is
-/// then a coin toss that any rounding can flip: bus.jpg's bus scores 0.736
-/// and 0.711 for two boxes at IoU 0.76 in float, 0.711 and 0.782 in int8.
-const NEAR_TIE: f32 = 0.05;
 
 const PHOTOS: [&str; 4] = ["bus.jpg", "dog.jpg", "person.jpg", "zidane.jpg"];
 
@@ -69,7 +57,7 @@ fn int8_model() -> &'static Arc<Model> {
     static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
     MODEL.get_or_init(|| {
         let spec = ModelSpec {
-            precision: Precision::Int8,
+            precision: Precision::Int8.into(),
             quantization: Some(calibration().to_path_buf()),
             ..ModelSpec::new(cfg())
         };
@@ -77,29 +65,15 @@ fn int8_model() -> &'static Arc<Model> {
     })
 }
 
-fn iou(a: &BoundingBox, b: &BoundingBox) -> f32 {
-    let w = (a.x + a.w).min(b.x + b.w) - a.x.max(b.x);
-    let h = (a.y + a.h).min(b.y + b.h) - a.y.max(b.y);
-    let inter = w.max(0.0) * h.max(0.0);
-    inter / (a.w * a.h + b.w * b.h - inter)
-}
-
-/// Finds the int8 detection of the same label that overlaps `float` most, with its IoU.
-fn counterpart<'a>(float: &Detection, int8: &'a [Detection]) -> Option<(&'a Detection, f32)> {
-    int8.iter()
-        .filter(|d| d.class_id == float.class_id)
-        .map(|d| (d, iou(&d.bbox, &float.bbox)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-}
-
 #[test]
 fn int8_detections_match_float_on_photos() {
+    let rule = AgreementRule::default();
     let float = Detector::new(Arc::clone(common::yolo::model()), DetectorOptions::default());
-    let nms = DetectorOptions::default().nms_threshold;
     let without_nms = DetectorOptions { nms_threshold: 1.0, ..DetectorOptions::default() };
     let float_candidates = Detector::new(Arc::clone(common::yolo::model()), without_nms);
     let int8 = Detector::new(Arc::clone(int8_model()), DetectorOptions::default());
     assert_eq!(int8.model().precision(), Precision::Int8);
+    assert_eq!(rule.nms_threshold, DetectorOptions::default().nms_threshold);
 
     let mut failures = Vec::new();
     for photo in PHOTOS {
@@ -107,47 +81,17 @@ fn int8_detections_match_float_on_photos() {
         let float_found = float.detect(&image).expect("float inference").detections;
         let int8_found = int8.detect(&image).expect("int8 inference").detections;
         let candidates = float_candidates.detect(&image).expect("float inference").detections;
-        // The int8 detection matching a float candidate that lost to `winner` by a near-tie.
-        let near_tie = |winner: &Detection| {
-            candidates
-                .iter()
-                .filter(|c| c.class_id == winner.class_id && c.score >= winner.score - NEAR_TIE)
-                .filter(|c| c.bbox != winner.bbox && iou(&c.bbox, &winner.bbox) > nms)
-                .find_map(|c| counterpart(c, &int8_found).filter(|(_, overlap)| *overlap >= MIN_IOU).map(|m| (c, m)))
-        };
-
-        let mut unmatched = 0;
-        for detection in float_found.iter().filter(|d| d.score > CHECKED_SCORE) {
-            match counterpart(detection, &int8_found) {
-                Some((other, overlap)) if overlap >= MIN_IOU => println!(
-                    "{photo}: {} float {:.3} int8 {:.3} IoU {overlap:.3}",
-                    detection.label, detection.score, other.score
-                ),
-                Some((other, overlap)) if overlap > 0.5 => match near_tie(detection) {
-                    Some((runner_up, (tie_match, tie_overlap))) => println!(
-                        "{photo}: {} float {:.3} won NMS by a near-tie over a float {:.3} box, which int8 keeps at {:.3}, IoU {tie_overlap:.3} (near-tie rule)",
-                        detection.label, detection.score, runner_up.score, tie_match.score
-                    ),
-                    None => failures.push(format!(
-                        "{photo}: {} float {:.3} has int8 {:.3} at IoU {overlap:.3}, below {MIN_IOU}",
-                        detection.label, detection.score, other.score
-                    )),
-                },
-                _ => {
-                    unmatched += 1;
-                    println!("{photo}: {} float {:.3} has no int8 counterpart", detection.label, detection.score);
-                }
-            }
+        let agreement = agreement::compare(&rule, &float_found, &candidates, &int8_found);
+        assert!(!agreement.notes.is_empty(), "{photo}: no detection above {} to compare", rule.checked_score);
+        for note in &agreement.notes {
+            println!("{photo}: {note}");
         }
-        for detection in int8_found.iter().filter(|d| d.score > CHECKED_SCORE) {
-            let matched = counterpart(detection, &float_found).is_some_and(|(_, overlap)| overlap > 0.5);
-            if !matched {
-                unmatched += 1;
-                println!("{photo}: int8 {} {:.3} is extra", detection.label, detection.score);
-            }
-        }
-        if unmatched > MAX_UNMATCHED {
-            failures.push(format!("{photo}: {unmatched} detections above {CHECKED_SCORE} missing or extra"));
+        failures.extend(agreement.failures.iter().map(|failure| format!("{photo}: {failure}")));
+        if agreement.unmatched > rule.max_unmatched {
+            failures.push(format!(
+                "{photo}: {} detections above {} missing or extra",
+                agreement.unmatched, rule.checked_score
+            ));
         }
     }
     assert!(failures.is_empty(), "int8 disagrees with float:\n{}", failures.join("\n"));
@@ -233,7 +177,8 @@ fn calibration_for_other_weights_is_rejected() {
     let path = dir.path().join("other.int8.json");
     calibration.write(&path).unwrap();
 
-    let spec = ModelSpec { precision: Precision::Int8, quantization: Some(path.clone()), ..ModelSpec::new(cfg()) };
+    let spec =
+        ModelSpec { precision: Precision::Int8.into(), quantization: Some(path.clone()), ..ModelSpec::new(cfg()) };
     let error = format!("{:#}", Model::load(&spec).err().expect("a mismatched calibration must not load"));
     assert!(error.contains(&path.display().to_string()), "{error}");
     assert!(error.contains("yolov4-tiny.weights"), "{error}");
@@ -286,7 +231,8 @@ fn yolov4_int8_heads_match_float() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let float = Model::load(&ModelSpec::new(&cfg)).expect("float yolov4");
-    let int8 = Model::load(&ModelSpec { precision: Precision::Int8, ..ModelSpec::new(&cfg) }).expect("int8 yolov4");
+    let int8 =
+        Model::load(&ModelSpec { precision: Precision::Int8.into(), ..ModelSpec::new(&cfg) }).expect("int8 yolov4");
     let summary = int8.summary();
     println!("ops: {:?}", summary.ops);
     assert_eq!(summary.matmuls.len(), 110, "one integer matrix product per convolution");

@@ -42,7 +42,7 @@ fn repo() -> &'static Path {
 
 fn spec(precision: Precision) -> ModelSpec {
     ModelSpec {
-        precision,
+        precision: precision.into(),
         quantization: Some(repo().join("tests/fixtures/int8/yolov4-tiny.int8.json")),
         threads: Some(1),
         ..ModelSpec::new(repo().join("models/yolov4-tiny/yolov4-tiny.cfg"))

@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// an instruction count of the process covers exactly --warmup + --runs inferences.
     #[arg(long, hide = true, requires = "single")]
     pub inference_only: bool,
+    /// Instead of timing, run each edgedet precision once after the warm-up
+    /// and print the slowest nodes of tract's plan (this many, per precision).
+    #[arg(long, value_name = "NODES")]
+    pub profile: Option<usize>,
 }
 
 /// One variant's measurements: the JSON line both edgedet and the peers script print.
@@ -105,6 +109,9 @@ pub struct VariantResult {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(nodes) = args.profile {
+        return profile(&args, nodes);
+    }
     if let Some(precision) = args.single {
         let threads = args.threads.first().copied().unwrap_or(1);
         let result = time_edgedet(&args, precision, threads)?;
@@ -168,7 +175,7 @@ fn spec(args: &BenchArgs, precision: Precision, threads: usize) -> ModelSpec {
     ModelSpec {
         weights: args.weights.clone(),
         size: args.size,
-        precision,
+        precision: precision.into(),
         quantization: args.quantization.clone(),
         threads: Some(threads),
         ..ModelSpec::new(&args.model)
@@ -223,6 +230,39 @@ fn time_edgedet(args: &BenchArgs, precision: Precision, threads: usize) -> anyho
         skipped: None,
         notes: Some(format!("kernels: {}", model.summary().kernel_counts())),
     })
+}
+
+/// Prints, for each precision, the nodes of tract's plan that took the most time in one inference.
+fn profile(args: &BenchArgs, nodes: usize) -> anyhow::Result<()> {
+    let threads = args.threads.first().copied().unwrap_or(1);
+    let image = load_image(&args.image)?;
+    let mut text = String::new();
+    for &precision in &args.precisions {
+        if precision == Precision::F16 && !crate::model::precision::cpu_has_fp16() {
+            continue;
+        }
+        let model = Model::load(&spec(args, precision, threads)).context("loading the model")?;
+        let meta = model.meta();
+        let mode = if meta.letter_box { ResizeMode::Letterbox } else { ResizeMode::Stretch };
+        let input = prepare_input(&image, meta.width, meta.height, mode);
+        for _ in 0..args.warmup {
+            model.run(&input)?;
+        }
+        let times = model.profile(&input)?;
+        let total: f64 = times.iter().map(|t| t.millis).sum();
+        text += &format!("{} on {threads} thread(s): {total:.1} ms in {} nodes\n", model.description(), times.len());
+        for time in times.iter().take(nodes) {
+            text += &format!(
+                "{:>9.2} ms {:>5.1}%  {:<28} {}\n",
+                time.millis,
+                100.0 * time.millis / total,
+                time.op,
+                time.node
+            );
+        }
+    }
+    write_stdout(&text)?;
+    Ok(())
 }
 
 fn run_edgedet_variant(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow::Result<VariantResult> {

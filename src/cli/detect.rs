@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::detection::{Detection, StageTimings};
 use crate::detector::{Detector, DetectorOptions};
-use crate::model::{InputSize, Model, ModelSpec, Precision};
+use crate::model::{InputSize, Model, ModelSpec, PrecisionSetting};
 use crate::preprocess::load_image;
 
 use super::{write_stdout, Stdout};
@@ -51,15 +51,19 @@ pub struct ModelArgs {
     /// Network input size WIDTHxHEIGHT, multiples of 32 [default: the model's].
     #[arg(long, value_name = "WxH")]
     pub size: Option<InputSize>,
-    /// Number format to run in: f32, f16 (CPUs with FP16 arithmetic) or int8 (needs `edgedet quantize` first).
-    #[arg(long, default_value_t = Precision::F32, value_name = "PRECISION")]
-    pub precision: Precision,
+    /// Number format to run in: f32, f16 (CPUs with FP16 arithmetic), int8 (needs `edgedet quantize` first)
+    /// or auto (the fastest that agrees with f32 on this CPU, timed once and cached).
+    #[arg(long, default_value_t = PrecisionSetting::default(), value_name = "PRECISION")]
+    pub precision: PrecisionSetting,
     /// The int8 calibration file [default: the cfg path with .int8.json].
     #[arg(long, value_name = "PATH")]
     pub quantization: Option<PathBuf>,
     /// Threads one inference uses [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Images on which --precision auto compares precisions with f32 [default: the samples folder beside the model].
+    #[arg(long, value_name = "DIR")]
+    pub samples: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -72,6 +76,7 @@ impl ModelArgs {
             precision: self.precision,
             quantization: self.quantization.clone(),
             threads: self.threads,
+            samples: self.samples.clone(),
         }
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::values::{FrameRate, Port, Qos, TopicLevel, TopicPrefix, UnitInterval};
-use crate::model::{InputSize, Precision};
+use crate::model::{InputSize, PrecisionSetting};
 
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,11 +84,13 @@ pub struct ModelSection {
     #[serde(default)]
     pub size: Option<InputSize>,
     #[serde(default)]
-    pub precision: Precision,
+    pub precision: PrecisionSetting,
     #[serde(default)]
     pub quantization: Option<PathBuf>,
     #[serde(default)]
     pub threads: Option<NonZeroUsize>,
+    #[serde(default)]
+    pub samples: Option<PathBuf>,
     #[serde(default = "default_threshold")]
     pub threshold: UnitInterval,
     #[serde(default = "default_nms_threshold")]
@@ -103,9 +105,10 @@ impl ModelSection {
             weights: None,
             names: None,
             size: None,
-            precision: Precision::default(),
+            precision: PrecisionSetting::default(),
             quantization: None,
             threads: None,
+            samples: None,
             threshold: default_threshold(),
             nms_threshold: default_nms_threshold(),
         }

@@ -268,7 +268,7 @@ impl Config {
         if let Some(names) = &spec.names {
             self.require_path(&format!("{table}.names"), names)?;
         }
-        if spec.precision == crate::model::Precision::Int8 {
+        if spec.precision == crate::model::Precision::Int8.into() {
             if spec.is_onnx() {
                 return Err(ConfigError::Unlocated {
                     path: self.path.clone(),
@@ -658,6 +658,7 @@ fn resolve_model(base: &Path, model: file::ModelSection) -> ModelConfig {
             precision: model.precision,
             quantization: model.quantization.map(|path| base.join(path)),
             threads: model.threads.map(std::num::NonZeroUsize::get),
+            samples: model.samples.map(|path| base.join(path)),
         },
         detector: DetectorOptions { threshold: model.threshold.get(), nms_threshold: model.nms_threshold.get() },
     }
@@ -895,7 +896,7 @@ path = "images/door.jpg"
     fn int8_without_its_calibration_names_the_file_and_the_command() {
         let mut config = parse(MINIMAL).expect("minimal config is valid");
         config.model.spec.path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        config.model.spec.precision = crate::model::Precision::Int8;
+        config.model.spec.precision = crate::model::Precision::Int8.into();
         let message = config.check_files().expect_err("no calibration beside Cargo.toml").to_string();
         let expected = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.int8.json");
         assert!(

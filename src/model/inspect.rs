@@ -4,6 +4,7 @@
 //! on half-precision kernels.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tract_core::ops::matmul::optimized::OptMatMul;
 use tract_core::prelude::*;
@@ -67,4 +68,36 @@ impl PlanSummary {
         counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         counts.iter().map(|(kernel, count)| format!("{kernel} ×{count}")).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// Time spent in one node of the plan during a profiled inference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeTime {
+    pub node: String,
+    pub op: String,
+    pub millis: f64,
+}
+
+/// Runs `plan` once on `input`, timing every node, and returns the nodes
+/// that took time, slowest first: what `edgedet bench --profile` prints, to
+/// show where an inference goes without installing tract's own command.
+///
+/// # Errors
+/// tract fails to run the plan.
+pub fn profile(plan: &Arc<TypedRunnableModel>, input: Tensor) -> TractResult<Vec<NodeTime>> {
+    let mut state = plan.spawn()?;
+    let mut times: Vec<NodeTime> = Vec::new();
+    state.run_plan_with_eval(tvec!(input.into()), |session, op_state, node, inputs| {
+        let started = std::time::Instant::now();
+        let outputs = tract_core::plan::eval(session, op_state, node, inputs);
+        times.push(NodeTime {
+            node: node.name.clone(),
+            op: node.op.name().to_string(),
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        outputs
+    })?;
+    times.retain(|t| t.millis > 0.0);
+    times.sort_by(|a, b| b.millis.total_cmp(&a.millis));
+    Ok(times)
 }

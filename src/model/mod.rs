@@ -1,5 +1,7 @@
 //! Loads a YOLO model (darknet cfg/weights or ONNX) into a tract plan and runs it.
 
+pub mod agreement;
+pub mod auto;
 pub mod darknet;
 pub mod inspect;
 pub mod meta;
@@ -10,11 +12,12 @@ pub mod quant;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 pub use meta::{ModelMeta, NmsKind, YoloHead};
-pub use precision::Precision;
+pub use precision::{Precision, PrecisionSetting};
 
 use tract_core::prelude::*;
 use tract_linalg::multithread::Executor;
@@ -79,11 +82,14 @@ pub struct ModelSpec {
     pub weights: Option<PathBuf>,
     pub names: Option<PathBuf>,
     pub size: Option<InputSize>,
-    pub precision: Precision,
+    pub precision: PrecisionSetting,
     /// The int8 calibration [default: beside the cfg, `NAME.int8.json`].
     pub quantization: Option<PathBuf>,
     /// Threads one inference uses [default: one per core].
     pub threads: Option<usize>,
+    /// Images on which `precision = "auto"` checks each precision against f32
+    /// [default: the `samples` folder beside the model].
+    pub samples: Option<PathBuf>,
 }
 
 impl ModelSpec {
@@ -105,6 +111,11 @@ impl ModelSpec {
     /// Returns the number of threads one inference uses: as configured, else one per core.
     pub fn thread_count(&self) -> usize {
         self.threads.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Returns the folder of the images that `precision = "auto"` compares precisions on.
+    pub fn samples_dir(&self) -> PathBuf {
+        self.samples.clone().unwrap_or_else(|| self.path.with_file_name("samples"))
     }
 
     pub fn is_onnx(&self) -> bool {
@@ -171,7 +182,11 @@ impl Model {
     pub fn load(spec: &ModelSpec) -> Result<Model, ModelError> {
         let size = spec.size.map(|size| (size.width, size.height));
         let name = spec.path.display().to_string();
-        let precision = match spec.precision {
+        let requested = match spec.precision {
+            PrecisionSetting::Fixed(precision) => precision,
+            PrecisionSetting::Auto => auto::choose(spec)?.precision,
+        };
+        let precision = match requested {
             Precision::F16 if !precision::cpu_has_fp16() => {
                 log::info!(
                     "{name}: this CPU has no FP16 arithmetic that tract uses, so the model runs in f32 instead of f16"
@@ -181,7 +196,12 @@ impl Model {
             precision => precision,
         };
         let threads = spec.thread_count();
-        let optimise = |typed, name: &str| optimise(typed, precision, threads, name);
+        let started = Instant::now();
+        let mut read = Duration::ZERO;
+        let mut optimise = |typed, name: &str| {
+            read = started.elapsed();
+            optimise(typed, precision, threads, name)
+        };
         let (plan, meta) = match (spec.is_onnx(), precision) {
             (true, Precision::Int8) => return Err(ModelError::Int8NeedsDarknet { path: name }),
             (true, _) => {
@@ -192,6 +212,7 @@ impl Model {
                 let size = size.map(|(w, h)| (w as usize, h as usize));
                 let (network, meta) =
                     quant::load_int8(&spec.path, &spec.weights_path(), &spec.quantization_path(), size)?;
+                read = started.elapsed();
                 (plan(network.optimised()?, precision, threads, &name)?, meta)
             }
             (false, _) => {
@@ -203,7 +224,14 @@ impl Model {
         };
         let labels = read_labels(spec.names.as_deref(), meta.classes)?;
         let model = Model { meta, labels, plan, precision, threads };
-        log::info!("{}: matrix kernels {}", model.description(), model.summary().kernel_counts());
+        log::info!(
+            "{}: loaded in {} ms ({} ms reading, {} ms optimising), matrix kernels {}",
+            model.description(),
+            started.elapsed().as_millis(),
+            read.as_millis(),
+            (started.elapsed() - read).as_millis(),
+            model.summary().kernel_counts()
+        );
         Ok(model)
     }
 
@@ -241,6 +269,21 @@ impl Model {
     /// # Errors
     /// The input does not have the network's size, or tract fails.
     pub fn run(&self, input: &NetworkInput) -> Result<Vec<HeadOutput>, ModelError> {
+        let tensor = self.input_tensor(input)?;
+        onnx::run(&self.plan, tensor).map_err(ModelError::Inference)
+    }
+
+    /// Runs the network once on `input` and returns the time each node of the plan took, slowest first.
+    ///
+    /// # Errors
+    /// The input does not have the network's size, or tract fails.
+    pub fn profile(&self, input: &NetworkInput) -> Result<Vec<inspect::NodeTime>, ModelError> {
+        let tensor = self.input_tensor(input)?;
+        inspect::profile(&self.plan, tensor).map_err(ModelError::Inference)
+    }
+
+    /// Converts a prepared input to the tensor the plan takes, in the plan's precision.
+    fn input_tensor(&self, input: &NetworkInput) -> Result<Tensor, ModelError> {
         let placement = &input.placement;
         if (placement.net_width, placement.net_height) != (self.meta.width, self.meta.height) {
             return Err(ModelError::Inference(anyhow::anyhow!(
@@ -263,8 +306,7 @@ impl Model {
                 Tensor::from_shape(&shape, &bytes)
             }
         };
-        let tensor = tensor.map_err(ModelError::Inference)?;
-        onnx::run(&self.plan, tensor).map_err(ModelError::Inference)
+        tensor.map_err(ModelError::Inference)
     }
 }
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Numeric format of a model's weights and activations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit float: the reference, runs everywhere.
@@ -45,6 +45,64 @@ impl FromStr for Precision {
             .into_iter()
             .find(|p| p.as_str() == text)
             .ok_or_else(|| format!("invalid precision {text:?}: expected f32, f16 or int8"))
+    }
+}
+
+/// The `precision` setting: one precision, or `auto`, which times the
+/// precisions this CPU and model offer at first start and keeps the fastest
+/// that agrees with f32 ([`crate::model::auto`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PrecisionSetting {
+    Fixed(Precision),
+    Auto,
+}
+
+impl Default for PrecisionSetting {
+    fn default() -> Self {
+        PrecisionSetting::Fixed(Precision::F32)
+    }
+}
+
+impl From<Precision> for PrecisionSetting {
+    fn from(precision: Precision) -> Self {
+        PrecisionSetting::Fixed(precision)
+    }
+}
+
+impl fmt::Display for PrecisionSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrecisionSetting::Fixed(precision) => precision.fmt(f),
+            PrecisionSetting::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl FromStr for PrecisionSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "auto" {
+            return Ok(PrecisionSetting::Auto);
+        }
+        text.parse()
+            .map(PrecisionSetting::Fixed)
+            .map_err(|_| format!("invalid precision {text:?}: expected f32, f16, int8 or auto"))
+    }
+}
+
+impl TryFrom<String> for PrecisionSetting {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<PrecisionSetting> for String {
+    fn from(setting: PrecisionSetting) -> String {
+        setting.to_string()
     }
 }
 

@@ -588,6 +588,17 @@ pub fn replace_im2col_with_pad(
     Ok(replacements.len())
 }
 
+/// Checks whether this CPU runs any integer matrix kernel that reads its
+/// activations as `PackedI8K4`: only then can [`Im2colI8K4`] stand in for
+/// tract's im2col. Asked before optimising, because optimising yolov4 costs
+/// more than a second and would be thrown away on other CPUs.
+pub fn cpu_has_k4_kernel() -> bool {
+    tract_linalg::mmm_routines::runnable_for(&tract_linalg::isa::native()).iter().any(|kernel| {
+        kernel.internal_type() == DatumType::I32
+            && kernel.packings().iter().any(|(_, b)| b.downcast_ref::<PackedI8K4>().is_some())
+    })
+}
+
 /// Names of the tract `Im2col` nodes left in `model`, for a caller that needs
 /// every padded convolution to go through [`Im2colI8K4`].
 pub fn tract_im2col_nodes(model: &TypedModel) -> Vec<String> {

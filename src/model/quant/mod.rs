@@ -238,7 +238,13 @@ impl ModelHashes {
     }
 }
 
-fn sha256_of(path: &Path) -> Result<String, QuantError> {
+/// Returns the SHA-256 of `bytes` in lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Returns the SHA-256 of a file's contents in lowercase hex.
+pub(crate) fn sha256_of(path: &Path) -> Result<String, QuantError> {
     let mut file = std::fs::File::open(path).map_err(|source| QuantError::Io {
         action: "reading",
         path: path.display().to_string(),
@@ -268,9 +274,12 @@ pub struct Int8Network {
 
 /// Reads a darknet model and its calibration and derives every int8 tensor's parameters.
 ///
+/// A layer the int8 graph cannot express fails later, in
+/// [`Int8Network::optimised`], with its cfg line: building the graph here
+/// only to check it cost a third of a second on yolov4.
+///
 /// # Errors
-/// Anything wrong with the three files, a calibration made for other files,
-/// or a layer the int8 graph cannot express.
+/// Anything wrong with the three files, or a calibration made for other files.
 pub fn load_int8(
     cfg_path: &Path,
     weights_path: &Path,
@@ -294,8 +303,6 @@ pub fn load_int8(
     }
     let tensors = TensorParams::derive(&network, &calibration.ranges(network.layers.len()))?;
     let meta = crate::model::darknet::meta_of(&network, &crate::model::darknet::model_name(cfg_path));
-    // Build once now, so that a layer the graph cannot express fails the load with its cfg line.
-    graph::build(&network, &params, &tensors, graph::ZeroPoints::ToTract)?;
     Ok((Int8Network { network, params, tensors }, meta))
 }
 
@@ -312,6 +319,9 @@ impl Int8Network {
     /// # Errors
     /// tract fails to optimise the graph.
     pub fn optimised(&self) -> Result<tract_core::prelude::TypedModel, QuantError> {
+        if !im2col::cpu_has_k4_kernel() {
+            return self.optimised_on_tract_im2col();
+        }
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::InBias)?;
         let mut model = built.model.into_optimized().map_err(QuantError::Graph)?;
         let pads = built.im2col_pads;
@@ -326,6 +336,12 @@ impl Int8Network {
             return Ok(model);
         }
 
+        // Some kernel reads the four-deep layout, but tract chose another one for these layers.
+        self.optimised_on_tract_im2col()
+    }
+
+    /// Builds the int8 graph with the input zero points given to tract and optimises it with tract's own im2col.
+    fn optimised_on_tract_im2col(&self) -> Result<tract_core::prelude::TypedModel, QuantError> {
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::ToTract)?;
         let model = built.model.into_optimized().map_err(QuantError::Graph)?;
         log::debug!(
