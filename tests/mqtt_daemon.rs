@@ -373,6 +373,48 @@ fn sigterm_publishes_offline_and_exits_zero() {
 }
 
 #[test]
+fn several_workers_publish_every_frame_in_order() {
+    let broker = Mosquitto::start();
+    let setup = Setup::new(broker.port(), "workers = 3", "");
+    // Ten frames alternating the two photos, so that three workers overlap.
+    let images = setup.dir.path().join("images");
+    let names: Vec<String> = (0..10).map(|i| format!("{i:02}.jpg")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let photo = if i % 2 == 0 { "bus.jpg" } else { "zidane.jpg" };
+        std::fs::copy(images.join(photo), images.join(name)).unwrap();
+    }
+    std::fs::remove_file(images.join("bus.jpg")).unwrap();
+    std::fs::remove_file(images.join("zidane.jpg")).unwrap();
+    let mut live = Subscriber::connect(broker.port(), &["edgedet/#"]);
+    let mut daemon = Daemon::start(&setup, &["--exit-when-done", "--echo"]);
+
+    let status = daemon.wait_exit(STARTUP).unwrap_or_else(|| panic!("did not exit when done; log:\n{}", daemon.log()));
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(daemon.log().contains("on 3 inference workers"), "log:\n{}", daemon.log());
+
+    let lines: Vec<Value> = std::iter::from_fn(|| daemon.next_stdout_line(Duration::from_secs(1)))
+        .map(|line| serde_json::from_str(&line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    let echoed: Vec<&str> = lines.iter().map(|line| line["image"].as_str().unwrap_or("?")).collect();
+    assert_eq!(echoed, names);
+    let frames: Vec<u64> = lines.iter().map(|line| line["frame"].as_u64().unwrap_or(u64::MAX)).collect();
+    assert_eq!(frames, (0..10).collect::<Vec<u64>>());
+    // The same photo gives the same detections, whichever worker ran it.
+    assert_eq!(lines[0]["detections"], lines[8]["detections"]);
+    assert_eq!(lines[1]["detections"], lines[9]["detections"]);
+
+    live.wait_for(SHORT, |message| is_detections_of(message, "09.jpg"))
+        .unwrap_or_else(|| panic!("no detections for 09.jpg; received:\n{}", live.summary()));
+    let published: Vec<String> = live
+        .messages
+        .iter()
+        .filter(|message| message.topic == topic(&format!("{CAMERA}/detections")))
+        .map(|message| message.json()["image"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(published, names);
+}
+
+#[test]
 fn exit_when_done_processes_folder_once_and_exits() {
     let broker = Mosquitto::start();
     let setup = Setup::new(broker.port(), "", "");

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::detector::{Detector, DetectorOptions};
 use crate::model::darknet;
 use crate::model::{onnx, InputSize, Model, ModelSpec, Precision};
-use crate::preprocess::{load_image, prepare_input, ResizeMode};
+use crate::motion::{MotionConfig, MotionGate};
+use crate::preprocess::{load_image, prepare_input, ResizeMode, RgbImage};
 
 use super::write_stdout;
 
@@ -77,6 +78,15 @@ pub struct BenchArgs {
     /// an instruction count of the process covers exactly --warmup + --runs inferences.
     #[arg(long, hide = true, requires = "single")]
     pub inference_only: bool,
+    /// Inference workers to time edgedet's precisions with besides one,
+    /// comma-separated, each worker on one thread and all sharing one model
+    /// [default: one per core]. 1 alone skips them.
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<usize>,
+    /// Frames of the mostly static sequence on which the benchmark times
+    /// motion gating (an object moves through a tenth of them); 0 skips it.
+    #[arg(long, default_value_t = 120)]
+    pub motion_frames: usize,
     /// Instead of timing, run each edgedet precision once after the warm-up
     /// and print the slowest nodes of tract's plan (this many, per precision).
     #[arg(long, value_name = "NODES")]
@@ -106,6 +116,17 @@ pub struct VariantResult {
     pub skipped: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// Inference workers sharing the model, each on `threads` threads; 0 or 1 for one.
+    #[serde(default, skip_serializing_if = "is_one_worker")]
+    pub workers: usize,
+    /// Inferences per second with every worker busy, measured over the
+    /// timed runs; for one worker this is 1000 / the mean of `inference_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_fps: Option<f64>,
+}
+
+fn is_one_worker(workers: &usize) -> bool {
+    *workers <= 1
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -114,7 +135,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(precision) = args.single {
         let threads = args.threads.first().copied().unwrap_or(1);
-        let result = time_edgedet(&args, precision, threads)?;
+        let workers = args.workers.first().copied().unwrap_or(1);
+        let result = match workers {
+            0 | 1 => time_edgedet(&args, precision, threads)?,
+            workers => time_workers(&args, precision, workers)?,
+        };
         write_stdout(&(serde_json::to_string(&result)? + "\n"))?;
         return Ok(());
     }
@@ -132,10 +157,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let onnx_path = if args.peers.is_some() { Some(export_onnx(&args, work_dir.path())?) } else { None };
 
+    let workers = if args.workers.is_empty() { vec![cores] } else { args.workers.clone() };
     let mut results = Vec::new();
     for &count in &threads {
         for &precision in &args.precisions {
-            let result = run_edgedet_variant(&args, precision, count)?;
+            let result = run_edgedet_variant(&args, precision, count, 1)?;
             report_progress(&result);
             results.push(result);
         }
@@ -147,14 +173,128 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Several workers, one thread each: throughput for one camera's consecutive frames.
+    for &count in workers.iter().filter(|&&count| count > 1) {
+        for &precision in &args.precisions {
+            let result = run_edgedet_variant(&args, precision, 1, count)?;
+            report_progress(&result);
+            results.push(result);
+        }
+    }
+
+    let motion = match args.motion_frames {
+        0 => None,
+        frames => Some(time_motion_gating(&args, *threads.last().unwrap_or(&1), frames)?),
+    };
 
     if args.json {
-        let lines: String = results.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+        let mut lines: String = results.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect();
+        if let Some(motion) = &motion {
+            lines += &(serde_json::to_string(motion)? + "\n");
+        }
         write_stdout(&lines)?;
     } else {
-        write_stdout(&table(&results))?;
+        let mut text = table(&results);
+        if let Some(motion) = &motion {
+            text += &motion.describe();
+        }
+        write_stdout(&text)?;
     }
     Ok(())
+}
+
+/// What motion gating gained on a mostly static sequence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MotionResult {
+    pub runtime: String,
+    pub threads: usize,
+    pub frames: usize,
+    /// Frames in which the synthetic object moves.
+    pub moving_frames: usize,
+    /// Frames the gate sent to the detector.
+    pub detected_frames: usize,
+    /// Frames per second of the whole frame path without the gate and with it.
+    pub fps_ungated: f64,
+    pub fps_gated: f64,
+}
+
+impl MotionResult {
+    fn describe(&self) -> String {
+        format!(
+            "motion gating ({} on {} threads), {} frames at a simulated 10 fps, {} of them with a moving object: the detector ran on {} frames; {:.1} fps without the gate, {:.1} fps with it ({:.1}×)\n",
+            self.runtime,
+            self.threads,
+            self.frames,
+            self.moving_frames,
+            self.detected_frames,
+            self.fps_ungated,
+            self.fps_gated,
+            self.fps_gated / self.fps_ungated
+        )
+    }
+}
+
+/// Frames, counted from the start of the sequence, in which the object moves: a tenth, from 40% on.
+fn moving_range(frames: usize) -> std::ops::Range<usize> {
+    let start = frames * 2 / 5;
+    start..start + (frames / 10).max(1)
+}
+
+/// Frame `index` of the sequence: the image, with a grey square crossing it while `index` is in `moving`.
+fn sequence_frame(image: &RgbImage, index: usize, moving: &std::ops::Range<usize>) -> RgbImage {
+    let mut frame = image.clone();
+    if moving.contains(&index) {
+        let (width, height) = frame.dimensions();
+        let side = (width.min(height) / 6).max(1);
+        let steps = (moving.len() as u32).max(1);
+        let left = (width - side) * (index - moving.start) as u32 / steps;
+        let top = (height - side) / 2;
+        for y in top..top + side {
+            for x in left..left + side {
+                frame.put_pixel(x, y, image::Rgb([200, 200, 200]));
+            }
+        }
+    }
+    frame
+}
+
+/// Times the whole frame path of edgedet f32 on a sequence made from the
+/// bench image, once with every frame detected and once through a motion
+/// gate with the default settings, at a simulated 10 frames a second.
+fn time_motion_gating(args: &BenchArgs, threads: usize, frames: usize) -> anyhow::Result<MotionResult> {
+    let model = Arc::new(Model::load(&spec(args, Precision::F32, threads)).context("loading the model")?);
+    let detector = Detector::new(Arc::clone(&model), DetectorOptions::default());
+    let image = load_image(&args.image)?;
+    let moving = moving_range(frames);
+    for _ in 0..args.warmup {
+        detector.detect(&image)?;
+    }
+    let mut gate = MotionGate::new(MotionConfig::default());
+    let start = Instant::now();
+    let (mut ungated, mut gated, mut detected) = (0.0, 0.0, 0);
+    for index in 0..frames {
+        let frame = sequence_frame(&image, index, &moving);
+        let started = Instant::now();
+        detector.detect(&frame)?;
+        ungated += started.elapsed().as_secs_f64();
+
+        let camera_time = start + std::time::Duration::from_millis(100 * index as u64);
+        let started = Instant::now();
+        if gate.check(&frame, camera_time).runs_detector() {
+            detector.detect(&frame)?;
+            detected += 1;
+        }
+        gated += started.elapsed().as_secs_f64();
+    }
+    Ok(MotionResult {
+        runtime: "edgedet-f32".into(),
+        threads,
+        frames,
+        moving_frames: moving.len(),
+        detected_frames: detected,
+        fps_ungated: frames as f64 / ungated,
+        fps_gated: frames as f64 / gated,
+    })
 }
 
 enum WorkDir {
@@ -229,6 +369,68 @@ fn time_edgedet(args: &BenchArgs, precision: Precision, threads: usize) -> anyho
         version: Some(env!("CARGO_PKG_VERSION").into()),
         skipped: None,
         notes: Some(format!("kernels: {}", model.summary().kernel_counts())),
+        workers: 1,
+        throughput_fps: None,
+    })
+}
+
+/// Times `workers` threads that share one loaded model, each with its own
+/// tract state and one inference thread, running inferences back to back:
+/// the throughput a camera gets when its consecutive frames go to several
+/// workers, and the latency each frame then has.
+fn time_workers(args: &BenchArgs, precision: Precision, workers: usize) -> anyhow::Result<VariantResult> {
+    let runtime = format!("edgedet-{precision}");
+    if precision == Precision::F16 && !crate::model::precision::cpu_has_fp16() {
+        let skipped = Some("this CPU has no FP16 arithmetic".into());
+        return Ok(VariantResult { runtime, threads: 1, workers, skipped, ..VariantResult::default() });
+    }
+    let started = Instant::now();
+    let model = Model::load(&spec(args, precision, 1)).context("loading the model")?;
+    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let image = load_image(&args.image)?;
+    let meta = model.meta();
+    let mode = if meta.letter_box { ResizeMode::Letterbox } else { ResizeMode::Stretch };
+    let input = prepare_input(&image, meta.width, meta.height, mode);
+
+    let ready = std::sync::Barrier::new(workers + 1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (inference_ms, elapsed) = std::thread::scope(|scope| -> anyhow::Result<(Vec<f64>, f64)> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<Vec<f64>> {
+                    let warmed = (0..args.warmup).try_for_each(|_| model.run(&input).map(drop));
+                    ready.wait();
+                    warmed?;
+                    let mut times = Vec::new();
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < args.runs {
+                        let started = Instant::now();
+                        model.run(&input)?;
+                        times.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok(times)
+                })
+            })
+            .collect();
+        ready.wait();
+        let started = Instant::now();
+        let mut times = Vec::new();
+        for handle in handles {
+            let worker = handle.join().map_err(|_| anyhow::anyhow!("an inference worker panicked"))?;
+            times.extend(worker?);
+        }
+        Ok((times, started.elapsed().as_secs_f64()))
+    })?;
+    Ok(VariantResult {
+        runtime,
+        threads: 1,
+        workers,
+        load_ms,
+        throughput_fps: Some(inference_ms.len() as f64 / elapsed),
+        inference_ms,
+        peak_rss_mb: peak_rss_mb().unwrap_or(0.0),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        notes: Some(format!("kernels: {}", model.summary().kernel_counts())),
+        ..VariantResult::default()
     })
 }
 
@@ -265,11 +467,17 @@ fn profile(args: &BenchArgs, nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_edgedet_variant(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow::Result<VariantResult> {
+fn run_edgedet_variant(
+    args: &BenchArgs,
+    precision: Precision,
+    threads: usize,
+    workers: usize,
+) -> anyhow::Result<VariantResult> {
     let exe = std::env::current_exe().context("finding the edgedet executable")?;
     let mut command = Command::new(exe);
     command
         .args(["bench", "--single", precision.as_str(), "--threads", &threads.to_string()])
+        .args(["--workers", &workers.to_string(), "--motion-frames", "0"])
         .args(["--warmup", &args.warmup.to_string(), "--runs", &args.runs.to_string()])
         .arg("--model")
         .arg(&args.model)
@@ -365,37 +573,49 @@ pub fn percentile(values: &[f64], share: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Formats the results as a text table with each runtime's ratio to edgedet int8 at the same thread count.
+/// Formats the results as a text table with each runtime's ratio to edgedet
+/// int8 at the same thread and worker count.
 fn table(results: &[VariantResult]) -> String {
     let mut text = format!(
-        "{:<16} {:>7} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>11}\n",
-        "runtime", "threads", "load ms", "median", "p95", "fps", "frame ms", "peak MB", "÷ int8"
+        "{:<16} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>11}\n",
+        "runtime", "threads", "workers", "load ms", "median", "p95", "fps", "frame ms", "peak MB", "÷ int8"
     );
+    let workers = |result: &VariantResult| result.workers.max(1);
     for result in results {
         if let Some(reason) = &result.skipped {
-            text += &format!("{:<16} {:>7} skipped: {reason}\n", result.runtime, result.threads);
+            text += &format!("{:<16} {:>7} {:>7} skipped: {reason}\n", result.runtime, result.threads, workers(result));
             continue;
         }
         let median = percentile(&result.inference_ms, 0.5);
         let int8 = results
             .iter()
-            .find(|r| r.runtime == "edgedet-int8" && r.threads == result.threads && r.skipped.is_none())
+            .find(|r| {
+                r.runtime == "edgedet-int8"
+                    && r.threads == result.threads
+                    && workers(r) == workers(result)
+                    && r.skipped.is_none()
+            })
             .map(|r| percentile(&r.inference_ms, 0.5));
         let ratio = int8.map_or("-".to_string(), |int8| format!("{:.2}", median / int8));
+        let frame = match result.frame_ms.is_empty() {
+            true => "-".to_string(),
+            false => format!("{:.1}", percentile(&result.frame_ms, 0.5)),
+        };
         text += &format!(
-            "{:<16} {:>7} {:>9.0} {:>9.1} {:>9.1} {:>7.1} {:>10.1} {:>9.0} {:>11}\n",
+            "{:<16} {:>7} {:>7} {:>9.0} {:>9.1} {:>9.1} {:>7.1} {:>10} {:>9.0} {:>11}\n",
             result.runtime,
             result.threads,
+            workers(result),
             result.load_ms,
             median,
             percentile(&result.inference_ms, 0.95),
-            1000.0 / median,
-            percentile(&result.frame_ms, 0.5),
+            result.throughput_fps.unwrap_or(1000.0 / median),
+            frame,
             result.peak_rss_mb,
             ratio
         );
     }
-    text += "median and p95: inference only; frame ms: decoded image to detections; ÷ int8: median over edgedet int8's at the same thread count\n";
+    text += "median and p95: latency of one inference; fps: inferences per second with every worker busy; frame ms: decoded image to detections; ÷ int8: median over edgedet int8's at the same threads and workers\n";
     text
 }
 
@@ -410,6 +630,34 @@ pub fn peak_rss_mb() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn motion_sequence_is_still_but_for_the_moving_object() {
+        let image = RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 60]));
+        let moving = moving_range(120);
+        assert_eq!(moving, 48..60);
+        assert!(sequence_frame(&image, 47, &moving) == image);
+        assert!(sequence_frame(&image, 60, &moving) == image);
+        let first = sequence_frame(&image, 48, &moving);
+        let last = sequence_frame(&image, 59, &moving);
+        assert!(first != image && last != image && first != last);
+
+        // The gate at a simulated 10 frames a second, as the benchmark runs it:
+        // the first frame, the moving ones and the frames while the averaged
+        // background forgets the object, and one refresh after 10 s.
+        let mut gate = MotionGate::new(MotionConfig::default());
+        let start = Instant::now();
+        let ran: Vec<usize> = (0..120)
+            .filter(|&i| {
+                let now = start + std::time::Duration::from_millis(100 * i as u64);
+                gate.check(&sequence_frame(&image, i, &moving), now).runs_detector()
+            })
+            .collect();
+        assert_eq!(ran[0], 0);
+        assert!(moving.clone().all(|i| ran.contains(&i)), "{ran:?}");
+        assert!(ran.iter().all(|&i| i == 0 || i >= moving.start), "a still frame before the object ran: {ran:?}");
+        assert!(ran.len() < 30, "{} of 120 frames ran: {ran:?}", ran.len());
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {

@@ -198,6 +198,13 @@ pub struct CameraSection {
     /// Run the detector only on frames with motion (and at `refresh_s` intervals).
     #[serde(default)]
     pub motion: Option<MotionSection>,
+    /// Inference threads working on this camera's consecutive frames.
+    #[serde(default = "one_worker")]
+    pub workers: NonZeroUsize,
+}
+
+fn one_worker() -> NonZeroUsize {
+    NonZeroUsize::MIN
 }
 
 /// `[cameras.motion]`

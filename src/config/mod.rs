@@ -121,6 +121,9 @@ pub struct CameraConfig {
     pub model: Option<ModelConfig>,
     /// The camera's motion gate; `None` runs the detector on every frame.
     pub motion: Option<crate::motion::MotionConfig>,
+    /// Inference threads working on this camera's consecutive frames, each
+    /// with its own tract state on the shared model; results are published in frame order.
+    pub workers: usize,
 }
 
 /// Width and height of a frame in pixels, each from 1 to [`FrameSize::MAX_SIDE`].
@@ -618,6 +621,7 @@ fn resolve_cameras(
                 min_area: motion.min_area.get(),
                 refresh: Duration::from_secs(motion.refresh_s.get()),
             }),
+            workers: camera.workers.get(),
         });
     }
     Ok(resolved)

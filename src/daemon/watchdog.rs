@@ -11,6 +11,7 @@
 //! watchdog period plus two frame intervals, so that a camera limited to a
 //! slow rate is not taken for stuck.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,15 +34,15 @@ enum Capturing {
 #[derive(Debug)]
 pub struct Heartbeat {
     capturing: Mutex<Capturing>,
-    /// Start of the inference under way, if any.
-    inferring_since: Mutex<Option<Instant>>,
+    /// Start of each inference under way, by the index of the camera's inference worker.
+    inferring_since: Mutex<BTreeMap<usize, Instant>>,
 }
 
 impl Default for Heartbeat {
     fn default() -> Heartbeat {
         Heartbeat {
             capturing: Mutex::new(Capturing::Reading { since: Instant::now() }),
-            inferring_since: Mutex::new(None),
+            inferring_since: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -64,12 +65,12 @@ impl Heartbeat {
         self.set_capturing(Capturing::Finished);
     }
 
-    pub fn inference_started(&self) {
-        *self.inferring_since.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    pub fn inference_started(&self, worker: usize) {
+        self.inferring_since.lock().unwrap_or_else(PoisonError::into_inner).insert(worker, Instant::now());
     }
 
-    pub fn inference_finished(&self) {
-        *self.inferring_since.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    pub fn inference_finished(&self, worker: usize) {
+        self.inferring_since.lock().unwrap_or_else(PoisonError::into_inner).remove(&worker);
     }
 
     fn set_capturing(&self, capturing: Capturing) {
@@ -79,8 +80,8 @@ impl Heartbeat {
     /// What has been stuck beyond `patience` at `now`, and since how long,
     /// or `None` while the camera progresses.
     fn stall(&self, now: Instant, patience: Duration) -> Option<(&'static str, Duration)> {
-        let inferring_since = *self.inferring_since.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(since) = inferring_since.filter(|since| now > *since + patience) {
+        let oldest = self.inferring_since.lock().unwrap_or_else(PoisonError::into_inner).values().min().copied();
+        if let Some(since) = oldest.filter(|since| now > *since + patience) {
             return Some(("inference", now - since));
         }
         match *self.capturing.lock().unwrap_or_else(PoisonError::into_inner) {
@@ -183,9 +184,12 @@ mod tests {
     fn an_inference_longer_than_the_patience_is_a_stall() {
         let heartbeat = Heartbeat::default();
         heartbeat.handing();
-        heartbeat.inference_started();
+        heartbeat.inference_started(0);
+        heartbeat.inference_started(1);
         assert_eq!(heartbeat.stall(Instant::now() + LATER, PATIENCE).map(|(what, _)| what), Some("inference"));
-        heartbeat.inference_finished();
+        heartbeat.inference_finished(1);
+        assert_eq!(heartbeat.stall(Instant::now() + LATER, PATIENCE).map(|(what, _)| what), Some("inference"));
+        heartbeat.inference_finished(0);
         assert_eq!(heartbeat.stall(Instant::now() + LATER, PATIENCE), None, "waiting on inference is no stall");
     }
 

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -105,9 +105,13 @@ impl CameraWorker {
         let handoff = if source.is_live() { "newest frame first" } else { "every frame" };
         let current = detector.get();
         info!(
-            "camera {name}: started on {} ({looping}, {handoff}, {rate}) with model {} (threshold {}, NMS threshold {})",
+            "camera {name}: started on {} ({looping}, {handoff}, {rate}) with model {} on {} (threshold {}, NMS threshold {})",
             source.description(),
             current.model().description(),
+            match camera.workers {
+                0 | 1 => "one inference worker".to_string(),
+                n => format!("{n} inference workers"),
+            },
             current.options().threshold,
             current.options().nms_threshold
         );
@@ -135,10 +139,19 @@ impl CameraWorker {
 
         match capture_thread {
             Ok(handle) => {
-                let motion = camera.motion.map(MotionGate::new);
-                let mut inference = InferenceLoop {
+                let workers = camera.workers.max(1);
+                let shared = Arc::new(Dispatch {
+                    slot: Arc::clone(&slot),
+                    pacing: Mutex::new(Pacing {
+                        next_due: Instant::now(),
+                        next_ticket: 0,
+                        motion: camera.motion.map(MotionGate::new),
+                    }),
+                    order: PublishOrder::default(),
+                });
+                let inference = InferenceLoop {
                     camera,
-                    motion,
+                    worker: 0,
                     rate_limit,
                     detector,
                     publisher: publisher.clone(),
@@ -148,7 +161,28 @@ impl CameraWorker {
                     shutdown,
                     echo,
                 };
-                inference.run(&slot);
+                // Workers beyond the first run on threads of their own, on
+                // the same model; each inference keeps its own tract state.
+                let helpers: Vec<_> = (1..workers)
+                    .filter_map(|worker| {
+                        let mut helper = InferenceLoop { worker, ..inference.clone() };
+                        let shared = Arc::clone(&shared);
+                        thread::Builder::new()
+                            .name(format!("infer-{name}-{worker}"))
+                            .spawn(move || helper.run(&shared))
+                            .map_err(|error| {
+                                error!("camera {name}: starting inference worker {worker} failed: {error}")
+                            })
+                            .ok()
+                    })
+                    .collect();
+                let mut inference = inference;
+                inference.run(&shared);
+                for helper in helpers {
+                    if helper.join().is_err() {
+                        error!("camera {name}: an inference worker panicked");
+                    }
+                }
                 if slot.close().is_some() {
                     counters.count_lost();
                 }
@@ -185,10 +219,72 @@ fn stop_capture(camera: &str, handle: thread::JoinHandle<()>, finished: &mpsc::R
     }
 }
 
-/// The inference side of a camera: paces, detects and publishes.
+/// What a camera's inference workers share: the frame slot, the pacing and
+/// motion gate that must see frames in order, and the order of publication.
+struct Dispatch {
+    slot: Arc<FrameSlot>,
+    pacing: Mutex<Pacing>,
+    order: PublishOrder,
+}
+
+struct Pacing {
+    next_due: Instant,
+    /// Position of the next frame taken, which orders the publications.
+    next_ticket: u64,
+    motion: Option<MotionGate>,
+}
+
+/// Makes workers publish in the order they took their frames: a worker that
+/// finishes frame 8 before another finishes frame 7 waits for it.
+#[derive(Default)]
+struct PublishOrder {
+    done: Mutex<u64>,
+    turn: Condvar,
+}
+
+impl PublishOrder {
+    /// Runs `publish` once every earlier ticket is done, then marks `ticket` done.
+    fn in_turn(&self, ticket: u64, publish: impl FnOnce()) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while *done < ticket {
+            done = self.turn.wait(done).unwrap_or_else(PoisonError::into_inner);
+        }
+        publish();
+        *done = ticket + 1;
+        self.turn.notify_all();
+    }
+}
+
+/// A detected frame's place in the order of publication. Dropping it
+/// unpublished (the model failed, or tract panicked) still gives the turn to
+/// the next frame, so no worker waits forever.
+struct Ticket<'a> {
+    order: &'a PublishOrder,
+    number: u64,
+    used: bool,
+}
+
+impl Ticket<'_> {
+    fn publish(mut self, publish: impl FnOnce()) {
+        self.used = true;
+        self.order.in_turn(self.number, publish);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.order.in_turn(self.number, || {});
+        }
+    }
+}
+
+/// One inference worker of a camera: takes frames in turn, detects and publishes.
+#[derive(Clone)]
 struct InferenceLoop {
     camera: CameraConfig,
-    motion: Option<MotionGate>,
+    /// Index of this worker among the camera's, for the watchdog.
+    worker: usize,
     rate_limit: Arc<RateLimit>,
     detector: SharedDetector,
     publisher: Publisher,
@@ -200,14 +296,16 @@ struct InferenceLoop {
 }
 
 impl InferenceLoop {
-    fn run(&mut self, slot: &FrameSlot) {
-        let mut next_due = Instant::now();
+    fn run(&mut self, dispatch: &Dispatch) {
         let mut model_failures = Incident::default();
         loop {
-            if self.shutdown.wait_timeout(next_due.saturating_duration_since(Instant::now())) {
+            // One worker at a time waits for its turn and the next frame, so
+            // the rate limit and the motion gate see frames in order.
+            let mut pacing = dispatch.pacing.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.shutdown.wait_timeout(pacing.next_due.saturating_duration_since(Instant::now())) {
                 return;
             }
-            let Some(frame) = slot.take(&self.shutdown) else {
+            let Some(frame) = dispatch.slot.take(&self.shutdown) else {
                 return;
             };
             self.counters.count_captured();
@@ -216,25 +314,28 @@ impl InferenceLoop {
                 (own, hot) => own.or(hot),
             };
             if let Some(interval) = interval {
-                next_due = Instant::now() + interval;
+                pacing.next_due = Instant::now() + interval;
             }
-            self.process(frame, &mut model_failures);
+            if let Some(gate) = &mut pacing.motion {
+                let decision = gate.check(&frame.image, Instant::now());
+                if !decision.runs_detector() {
+                    self.counters.count_without_motion();
+                    continue;
+                }
+                debug!("camera {}: frame {} goes to the detector: {decision:?}", self.camera.name, frame.sequence);
+            }
+            let ticket = Ticket { order: &dispatch.order, number: pacing.next_ticket, used: false };
+            pacing.next_ticket += 1;
+            drop(pacing);
+            self.process(frame, ticket, &mut model_failures);
         }
     }
 
-    fn process(&mut self, frame: Frame, model_failures: &mut Incident) {
-        if let Some(gate) = &mut self.motion {
-            let decision = gate.check(&frame.image, Instant::now());
-            if !decision.runs_detector() {
-                self.counters.count_without_motion();
-                return;
-            }
-            debug!("camera {}: frame {} goes to the detector: {decision:?}", self.camera.name, frame.sequence);
-        }
+    fn process(&mut self, frame: Frame, ticket: Ticket<'_>, model_failures: &mut Incident) {
         let detector = self.detector.get();
-        self.heartbeat.inference_started();
+        self.heartbeat.inference_started(self.worker);
         let detected = detector.detect(&frame.image);
-        self.heartbeat.inference_finished();
+        self.heartbeat.inference_finished(self.worker);
         let mut result = match detected {
             Ok(result) => result,
             Err(error) => {
@@ -288,10 +389,13 @@ impl InferenceLoop {
             }
         };
 
-        if self.echo == Echo::Stdout {
-            self.echo_line(&json);
-        }
-        self.publisher.publish(&self.topics.detections(&self.camera.name), json);
+        let topic = self.topics.detections(&self.camera.name);
+        ticket.publish(|| {
+            if self.echo == Echo::Stdout {
+                self.echo_line(&json);
+            }
+            self.publisher.publish(&topic, json);
+        });
     }
 
     /// Writes one payload line to stdout; stops echoing if stdout is closed.
