@@ -148,6 +148,14 @@ fn edgedet_rows(cfg: &Path, weights: &Path, input: &NetworkInput) -> Vec<Vec<Anc
         ..ModelSpec::new(cfg)
     };
     let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading {}: {error:#}", cfg.display()));
+    // Every Mish runs as edgedet's one-pass op, so the comparison checks it.
+    let cfg_text = std::fs::read_to_string(cfg).expect("reading the cfg");
+    let mish_layers = cfg_text.lines().filter(|line| line.replace(' ', "") == "activation=mish").count();
+    let ops = model.summary().ops;
+    assert_eq!(ops.get("Mish").copied().unwrap_or(0), mish_layers, "{}: {ops:?}", cfg.display());
+    if mish_layers > 0 {
+        assert!(!ops.contains_key("Tanh"), "{}: a Mish left unfused: {ops:?}", cfg.display());
+    }
     let heads = model.run(input).unwrap_or_else(|error| panic!("running {}: {error:#}", cfg.display()));
 
     let meta = model.meta();

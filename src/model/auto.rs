@@ -272,7 +272,9 @@ fn measure(spec: &ModelSpec, sample_paths: &[PathBuf], key: ChoiceKey) -> Result
     }
 
     // f32 is the reference: its failure is the model's failure.
-    let reference = run_candidate(spec, Precision::F32, &samples, None)?
+    // With f32 alone there is nothing to compare, so its samples are not run.
+    let compared = if candidates.len() > 1 { samples.as_slice() } else { &[] };
+    let reference = run_candidate(spec, Precision::F32, compared, None)?
         .ok_or_else(|| ModelError::Inference(anyhow::anyhow!("f32 gave up timing without a limit")))?;
     let rule = AgreementRule { nms_threshold: DetectorOptions::default().nms_threshold, ..AgreementRule::default() };
     let mut inference_ms = BTreeMap::from([(Precision::F32, reference.median_ms)]);
@@ -315,8 +317,8 @@ fn measure(spec: &ModelSpec, sample_paths: &[PathBuf], key: ChoiceKey) -> Result
     Ok(Choice { format: CACHE_FORMAT.to_string(), key, precision: chosen.0, inference_ms, rejected, cached: false })
 }
 
-/// Loads `spec` in `precision`, times it on the first sample (or a grey
-/// frame when there is none) and detects on every sample. Returns `None`
+/// Loads `spec` in `precision`, times it on the first sample (or on a grey
+/// frame when `samples` is empty) and detects on every sample. Returns `None`
 /// when the untimed first inference takes longer than `give_up_ms`.
 fn run_candidate(
     spec: &ModelSpec,

@@ -5,6 +5,7 @@ pub mod auto;
 pub mod darknet;
 pub mod inspect;
 pub mod meta;
+pub mod mish;
 pub mod onnx;
 pub mod precision;
 pub mod quant;
@@ -315,6 +316,10 @@ impl Model {
 fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str) -> Result<onnx::Plan, ModelError> {
     let failed = |source: anyhow::Error| ModelError::Optimise { path: name.into(), precision, source };
     let mut model = model;
+    let fused = mish::fuse_mish(&mut model).map_err(failed)?;
+    if fused > 0 {
+        log::debug!("{name}: {fused} Mish activations fused into one op each");
+    }
     if precision == Precision::F16 {
         let transform = tract_core::transform::get_transform("f32_to_f16")
             .map_err(failed)?
