@@ -27,7 +27,7 @@ fn spec(samples: &Path) -> ModelSpec {
     }
 }
 
-/// A folder with one sample photo, which keeps the timing short.
+/// Creates a folder with one sample photo, which keeps the timing short.
 fn one_sample() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(repo().join("tests/fixtures/images/dog.jpg"), dir.path().join("dog.jpg")).unwrap();
@@ -62,7 +62,7 @@ fn assert_consistent(choice: &Choice) {
 }
 
 #[test]
-fn auto_chooses_the_fastest_agreeing_precision_and_remembers_it() {
+fn auto_keeps_fastest_agreeing_precision() {
     let samples = one_sample();
     let cache = tempfile::tempdir().unwrap();
     let first = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).expect("choosing");
@@ -74,7 +74,8 @@ fn auto_chooses_the_fastest_agreeing_precision_and_remembers_it() {
     let files = cache_files(cache.path());
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_str().unwrap();
-    assert!(name.starts_with("yolov4-tiny.") && name.ends_with(".json"), "{name}");
+    assert!(name.starts_with("yolov4-tiny."), "{name}");
+    assert!(name.ends_with(".json"), "{name}");
 
     let second = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).expect("choosing again");
     assert!(second.cached, "the second start timed again");
@@ -91,7 +92,7 @@ fn another_thread_count_or_calibration_is_timed_again() {
     assert!(!other.cached);
     assert_eq!((one_thread.key.threads, other.key.threads), (1, 2));
 
-    // Without a calibration, int8 is no candidate, and the key says so.
+    // Without a calibration, int8 is no candidate, and the key records that.
     let uncalibrated = ModelSpec { quantization: Some(cache.path().join("none.int8.json")), ..spec(samples.path()) };
     let without_int8 = auto::choose_with_cache(&uncalibrated, Some(cache.path())).unwrap();
     assert!(!without_int8.cached);
@@ -101,7 +102,7 @@ fn another_thread_count_or_calibration_is_timed_again() {
 }
 
 #[test]
-fn a_damaged_cache_file_is_timed_again_and_rewritten() {
+fn damaged_cache_is_timed_again() {
     let samples = one_sample();
     let cache = tempfile::tempdir().unwrap();
     let first = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
@@ -126,7 +127,7 @@ fn without_sample_images_only_f32_is_run() {
 }
 
 #[test]
-fn detect_with_auto_times_once_then_reads_the_choice() {
+fn detect_auto_reads_cached_choice() {
     let cache = tempfile::tempdir().unwrap();
     let run = || {
         let output = Command::new(env!("CARGO_BIN_EXE_edgedet"))
@@ -146,7 +147,8 @@ fn detect_with_auto_times_once_then_reads_the_choice() {
     assert!(first_log.contains("precision auto chose "), "{first_log}");
     assert!(first_log.contains(&format!("remembered in {}", cache.path().display())), "{first_log}");
     let (second_json, second_log) = run();
-    assert!(second_log.contains("precision auto runs ") && second_log.contains("as timed at an earlier start"));
+    assert!(second_log.contains("precision auto runs "), "{second_log}");
+    assert!(second_log.contains("as timed at an earlier start"), "{second_log}");
     assert!(!second_log.contains("precision auto chose"), "{second_log}");
     // The same precision ran both times, so the detections are the same.
     let parse = |line: &str| serde_json::from_str::<serde_json::Value>(line).expect("detect --json line");
@@ -157,7 +159,7 @@ fn detect_with_auto_times_once_then_reads_the_choice() {
 }
 
 #[test]
-fn precision_setting_reads_auto_and_names_it_in_errors() {
+fn precision_setting_parses_auto() {
     assert_eq!("auto".parse::<PrecisionSetting>(), Ok(PrecisionSetting::Auto));
     assert_eq!("int8".parse::<PrecisionSetting>(), Ok(PrecisionSetting::Fixed(Precision::Int8)));
     assert_eq!(
@@ -167,7 +169,7 @@ fn precision_setting_reads_auto_and_names_it_in_errors() {
 }
 
 #[test]
-fn tract_version_in_the_key_is_the_one_cargo_pins() {
+fn tract_version_matches_cargo_pin() {
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
     for crate_name in ["tract-core", "tract-onnx", "tract-linalg"] {
         let pin = format!("{crate_name} = {{ version = \"={}\"", auto::TRACT_VERSION);

@@ -203,7 +203,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What motion gating gained on a mostly static sequence.
+/// Motion gating's gain on a mostly static sequence.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MotionResult {
     pub runtime: String,
@@ -374,10 +374,10 @@ fn time_edgedet(args: &BenchArgs, precision: Precision, threads: usize) -> anyho
     })
 }
 
-/// Times `workers` threads that share one loaded model, each with its own
-/// tract state and one inference thread, running inferences back to back:
-/// the throughput a camera gets when its consecutive frames go to several
-/// workers, and the latency each frame then has.
+/// Times `workers` threads that share one loaded model and run inferences
+/// back to back, each with its own tract state and one inference thread.
+/// This is the throughput a camera gets when its consecutive frames go to
+/// several workers, with the latency each frame then has.
 fn time_workers(args: &BenchArgs, precision: Precision, workers: usize) -> anyhow::Result<VariantResult> {
     let runtime = format!("edgedet-{precision}");
     if precision == Precision::F16 && !crate::model::precision::cpu_has_fp16() {
@@ -632,7 +632,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn motion_sequence_is_still_but_for_the_moving_object() {
+    fn motion_sequence_moves_only_the_object() {
         let image = RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 60]));
         let moving = moving_range(120);
         assert_eq!(moving, 48..60);
@@ -640,11 +640,13 @@ mod tests {
         assert!(sequence_frame(&image, 60, &moving) == image);
         let first = sequence_frame(&image, 48, &moving);
         let last = sequence_frame(&image, 59, &moving);
-        assert!(first != image && last != image && first != last);
+        assert!(first != image);
+        assert!(last != image);
+        assert!(first != last);
 
         // The gate at a simulated 10 frames a second, as the benchmark runs it:
         // the first frame, the moving ones and the frames while the averaged
-        // background forgets the object, and one refresh after 10 s.
+        // background still shows the object, and one refresh after 10 s.
         let mut gate = MotionGate::new(MotionConfig::default());
         let start = Instant::now();
         let ran: Vec<usize> = (0..120)

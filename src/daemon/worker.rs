@@ -219,8 +219,8 @@ fn stop_capture(camera: &str, handle: thread::JoinHandle<()>, finished: &mpsc::R
     }
 }
 
-/// What a camera's inference workers share: the frame slot, the pacing and
-/// motion gate that must see frames in order, and the order of publication.
+/// The state a camera's inference workers share: the frame slot, the pacing
+/// and motion gate that must see frames in order, and the order of publication.
 struct Dispatch {
     slot: Arc<FrameSlot>,
     pacing: Mutex<Pacing>,

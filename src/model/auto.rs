@@ -7,7 +7,7 @@
 //! int8 kernel can be many times slower than f32. So at first start each
 //! candidate is loaded and timed on the model's sample frames, its detections
 //! are compared with f32's ([`super::agreement`]), and the choice is written to
-//! a cache file whose key holds everything that could change the answer: the
+//! a cache file whose key contains everything that could change the choice: the
 //! model and calibration files' SHA-256, the input size, the thread count,
 //! edgedet's and tract's versions and the CPU's instruction sets. Later starts
 //! read the file and load one model.
@@ -66,7 +66,7 @@ pub struct Choice {
     pub precision: Precision,
     /// Median inference time of each candidate, in milliseconds.
     pub inference_ms: BTreeMap<Precision, f64>,
-    /// Why a precision was not a candidate, or was dropped.
+    /// The reasons, by precision, why it was no candidate or was dropped.
     pub rejected: BTreeMap<Precision, String>,
     /// Whether this choice was read from the cache rather than timed now.
     #[serde(skip)]
@@ -138,7 +138,10 @@ pub fn choose_with_cache(spec: &ModelSpec, cache_dir: Option<&Path>) -> Result<C
         Some(path) => match write_cache(path, &choice) {
             Ok(()) => format!("remembered in {}", path.display()),
             Err(error) => {
-                log::warn!("{name}: cannot remember the precision choice in {}: {error}", path.display());
+                log::warn!(
+                    "{name}: writing the precision choice to {} failed: {error}; the next start times again",
+                    path.display()
+                );
                 "not remembered".to_string()
             }
         },
@@ -204,7 +207,7 @@ fn read_cache(path: &Path, key: &ChoiceKey) -> Option<Choice> {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => {
-            log::warn!("cannot read the precision choice {}: {error}; timing again", path.display());
+            log::warn!("reading the precision choice {} failed: {error}; timing again", path.display());
             return None;
         }
     };
@@ -231,7 +234,7 @@ fn write_cache(path: &Path, choice: &Choice) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What one candidate did on the samples.
+/// One candidate's timing and detections on the samples.
 struct Run {
     median_ms: f64,
     detections: Vec<Vec<Detection>>,
