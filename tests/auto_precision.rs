@@ -127,6 +127,34 @@ fn without_sample_images_only_f32_is_run() {
 }
 
 #[test]
+fn missing_samples_folder_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder");
+    let error = auto::choose_with_cache(&spec(&missing), None).unwrap_err().to_string();
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+    assert!(error.contains("does not exist"), "{error}");
+}
+
+#[test]
+fn cached_choice_of_a_rejected_precision_is_timed_again() {
+    let samples = one_sample();
+    let cache = tempfile::tempdir().unwrap();
+    let first = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
+    let file = cache_files(cache.path()).remove(0);
+    // On x86, f16 is always rejected for want of FP16 arithmetic.
+    let Some(&unusable) = first.rejected.keys().next() else {
+        println!("every precision was timed and kept on this CPU; nothing to edit in");
+        return;
+    };
+    let edited = Choice { precision: unusable, ..first.clone() };
+    std::fs::write(&file, serde_json::to_string(&edited).unwrap()).unwrap();
+
+    let again = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
+    assert!(!again.cached);
+    assert_eq!(again.precision, first.precision);
+}
+
+#[test]
 fn detect_auto_reads_cached_choice() {
     let cache = tempfile::tempdir().unwrap();
     let run = || {

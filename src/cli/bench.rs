@@ -87,8 +87,9 @@ pub struct BenchArgs {
     /// motion gating (an object moves through a tenth of them); 0 skips it.
     #[arg(long, default_value_t = 120)]
     pub motion_frames: usize,
-    /// Instead of timing, run each edgedet precision once after the warm-up
-    /// and print the slowest nodes of tract's plan (this many, per precision).
+    /// Instead of timing, run each edgedet precision once after the warm-up,
+    /// on the first of --threads (default 1), and print the slowest nodes of
+    /// tract's plan (this many, per precision).
     #[arg(long, value_name = "NODES")]
     pub profile: Option<usize>,
 }
@@ -554,11 +555,13 @@ fn export_onnx(args: &BenchArgs, work_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn report_progress(result: &VariantResult) {
+    let variant = match result.workers {
+        0 | 1 => format!("{} ×{}", result.runtime, result.threads),
+        workers => format!("{} ×{} on {workers} workers", result.runtime, result.threads),
+    };
     match &result.skipped {
-        Some(reason) => log::info!("{} ×{}: skipped, {reason}", result.runtime, result.threads),
-        None => {
-            log::info!("{} ×{}: median {:.1} ms", result.runtime, result.threads, percentile(&result.inference_ms, 0.5))
-        }
+        Some(reason) => log::info!("{variant}: skipped, {reason}"),
+        None => log::info!("{variant}: median {:.1} ms", percentile(&result.inference_ms, 0.5)),
     }
 }
 

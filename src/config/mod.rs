@@ -271,6 +271,9 @@ impl Config {
         if let Some(names) = &spec.names {
             self.require_path(&format!("{table}.names"), names)?;
         }
+        if let Some(samples) = &spec.samples {
+            self.require_path(&format!("{table}.samples"), samples)?;
+        }
         if spec.precision == crate::model::Precision::Int8.into() {
             if spec.is_onnx() {
                 return Err(ConfigError::Unlocated {

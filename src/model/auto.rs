@@ -114,9 +114,13 @@ pub fn choose(spec: &ModelSpec) -> Result<Choice, ModelError> {
 /// written costs a warning and a new timing, never the start.
 ///
 /// # Errors
-/// The model files cannot be read, or f32 itself fails to load or run.
+/// The model files cannot be read, a samples folder given in `spec` does not
+/// exist, or f32 itself fails to load or run.
 pub fn choose_with_cache(spec: &ModelSpec, cache_dir: Option<&Path>) -> Result<Choice, ModelError> {
     let name = spec.path.display().to_string();
+    if let Some(dir) = spec.samples.as_ref().filter(|dir| !dir.is_dir()) {
+        return Err(ModelError::SamplesMissing { path: dir.display().to_string() });
+    }
     let samples = sample_paths(&spec.samples_dir());
     let key = choice_key(spec, &samples)?;
     let cache_path = cache_dir.map(|dir| dir.join(cache_file_name(spec, &key)));
@@ -212,8 +216,20 @@ fn read_cache(path: &Path, key: &ChoiceKey) -> Option<Choice> {
         }
     };
     match serde_json::from_str::<Choice>(&text) {
-        Ok(choice) if choice.format == CACHE_FORMAT && choice.key == *key => Some(Choice { cached: true, ..choice }),
-        Ok(_) => None,
+        Ok(choice) if choice.format != CACHE_FORMAT || choice.key != *key => None,
+        // A choice must be one of the precisions that were timed and kept.
+        Ok(choice)
+            if !choice.inference_ms.contains_key(&choice.precision)
+                || choice.rejected.contains_key(&choice.precision) =>
+        {
+            log::warn!(
+                "{} chooses {}, which it did not time or rejected; timing again",
+                path.display(),
+                choice.precision
+            );
+            None
+        }
+        Ok(choice) => Some(Choice { cached: true, ..choice }),
         Err(error) => {
             log::warn!("{} is not a precision choice ({error}); timing again", path.display());
             None

@@ -160,6 +160,8 @@ pub enum ModelError {
     },
     #[error("running the model")]
     Inference(#[source] anyhow::Error),
+    #[error("the samples folder {path} for precision auto does not exist: give a folder of JPEG or PNG frames, or leave it out to use the samples folder beside the model")]
+    SamplesMissing { path: String },
 }
 
 /// A loaded, optimised model ready to run on network inputs. Shareable between threads.
