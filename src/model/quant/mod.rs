@@ -341,6 +341,14 @@ impl Int8Network {
     }
 
     /// Builds the int8 graph with the input zero points given to tract and optimises it with tract's own im2col.
+    ///
+    /// NOTE: on x86 CPUs with AVX2 but without VNNI, the kernel tract picks
+    /// here (`avx2_mmm_i32_8x8`, tract 0.23.9) loads its left operand with a
+    /// legacy SSE `movq` between AVX2 instructions. On the AMD EPYC virtual
+    /// machine of the test runs, that made int8 yolov4-tiny over 50 times slower
+    /// than f32. An int8 matrix product of edgedet's own for AVX2
+    /// (`vpmaddubsw`/`vpmaddwd`, packed as tract's op traits expect) would fix
+    /// it; until then `precision = "auto"` measures this and keeps f32.
     fn optimised_on_tract_im2col(&self) -> Result<tract_core::prelude::TypedModel, QuantError> {
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::ToTract)?;
         let model = built.model.into_optimized().map_err(QuantError::Graph)?;
