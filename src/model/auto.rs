@@ -346,7 +346,7 @@ fn run_candidate(
     give_up_ms: Option<f64>,
 ) -> Result<Option<Run>, ModelError> {
     let fixed = ModelSpec { precision: precision.into(), ..spec.clone() };
-    let model = Arc::new(Model::load(&fixed)?);
+    let model = Arc::new(Model::load_candidate(&fixed)?);
     let meta = model.meta();
     let mode = if meta.letter_box { ResizeMode::Letterbox } else { ResizeMode::Stretch };
     let grey = RgbImage::from_pixel(meta.width, meta.height, image::Rgb([127, 127, 127]));

@@ -183,6 +183,16 @@ impl Model {
     /// # Errors
     /// A missing or malformed cfg, weights, ONNX or names file, named in the error.
     pub fn load(spec: &ModelSpec) -> Result<Model, ModelError> {
+        Model::load_with(spec, true)
+    }
+
+    /// Loads a candidate of `precision = "auto"`, which measures int8's speed
+    /// instead of warning about it.
+    pub(crate) fn load_candidate(spec: &ModelSpec) -> Result<Model, ModelError> {
+        Model::load_with(spec, false)
+    }
+
+    fn load_with(spec: &ModelSpec, warn_slow_int8: bool) -> Result<Model, ModelError> {
         let size = spec.size.map(|size| (size.width, size.height));
         let name = spec.path.display().to_string();
         let requested = match spec.precision {
@@ -216,6 +226,11 @@ impl Model {
                 let (network, meta) =
                     quant::load_int8(&spec.path, &spec.weights_path(), &spec.quantization_path(), size)?;
                 read = started.elapsed();
+                if warn_slow_int8 && !quant::im2col::cpu_has_k4_kernel() {
+                    log::warn!(
+                        "{name}: this CPU has no int8 dot-product instruction that tract uses (arm64 sdot, x86 VNNI or AMX), so int8 may run slower than f32 here; precision = \"auto\" measures both"
+                    );
+                }
                 (plan(network.optimised()?, precision, threads, &name)?, meta)
             }
             (false, _) => {
