@@ -101,18 +101,39 @@ fn another_thread_count_or_calibration_is_timed_again() {
     assert_eq!(cache_files(cache.path()).len(), 3);
 }
 
+/// A first choice made into a new cache: the sample folder, the cache folder,
+/// the choice and the path of the one cache file it wrote.
+struct Cached {
+    samples: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    first: Choice,
+    file: PathBuf,
+}
+
+impl Cached {
+    fn new() -> Cached {
+        let samples = one_sample();
+        let cache = tempfile::tempdir().unwrap();
+        let first = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
+        let file = cache_files(cache.path()).remove(0);
+        Cached { samples, cache, first, file }
+    }
+
+    fn choose_again(&self) -> Choice {
+        auto::choose_with_cache(&spec(self.samples.path()), Some(self.cache.path())).unwrap()
+    }
+}
+
 #[test]
 fn damaged_cache_is_timed_again() {
-    let samples = one_sample();
-    let cache = tempfile::tempdir().unwrap();
-    let first = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
-    let file = cache_files(cache.path()).remove(0);
-    std::fs::write(&file, "{\"format\": \"edgedet-precision-choice\", \"key\": ").unwrap();
+    let cached = Cached::new();
+    let (first, file) = (&cached.first, &cached.file);
+    std::fs::write(file, "{\"format\": \"edgedet-precision-choice\", \"key\": ").unwrap();
 
-    let again = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
+    let again = cached.choose_again();
     assert!(!again.cached);
     assert_eq!(again.precision, first.precision);
-    let written: Choice = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).expect("rewritten cache");
+    let written: Choice = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).expect("rewritten cache");
     assert_eq!(written.key, first.key);
 }
 
@@ -121,8 +142,8 @@ fn without_sample_images_only_f32_is_run() {
     let empty = tempfile::tempdir().unwrap();
     let choice = auto::choose_with_cache(&spec(empty.path()), None).unwrap();
     assert_eq!(choice.precision, Precision::F32);
-    let why = &choice.rejected[&Precision::Int8];
-    assert_eq!(why, &format!("no sample images in {} to check it against f32", empty.path().display()));
+    let reason = &choice.rejected[&Precision::Int8];
+    assert_eq!(reason, &format!("no sample images in {} to check it against f32", empty.path().display()));
     assert_eq!(choice.inference_ms.keys().copied().collect::<Vec<_>>(), [Precision::F32]);
 }
 
@@ -136,20 +157,18 @@ fn missing_samples_folder_is_an_error() {
 }
 
 #[test]
-fn cached_choice_of_a_rejected_precision_is_timed_again() {
-    let samples = one_sample();
-    let cache = tempfile::tempdir().unwrap();
-    let first = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
-    let file = cache_files(cache.path()).remove(0);
+fn cached_rejected_precision_is_retimed() {
+    let cached = Cached::new();
+    let (first, file) = (&cached.first, &cached.file);
     // On x86, f16 is always rejected for want of FP16 arithmetic.
     let Some(&unusable) = first.rejected.keys().next() else {
         println!("every precision was timed and kept on this CPU; nothing to edit in");
         return;
     };
     let edited = Choice { precision: unusable, ..first.clone() };
-    std::fs::write(&file, serde_json::to_string(&edited).unwrap()).unwrap();
+    std::fs::write(file, serde_json::to_string(&edited).unwrap()).unwrap();
 
-    let again = auto::choose_with_cache(&spec(samples.path()), Some(cache.path())).unwrap();
+    let again = cached.choose_again();
     assert!(!again.cached);
     assert_eq!(again.precision, first.precision);
 }

@@ -79,7 +79,7 @@ fn counterpart<'a>(detection: &Detection, others: &'a [Detection]) -> Option<(&'
 /// Compares `other`'s detections of one image with f32's.
 ///
 /// `f32_candidates` are f32's detections of the same image before NMS (NMS
-/// threshold 1): with them a near-tie can be told from a real disagreement.
+/// threshold 1). They distinguish a near-tie from a real disagreement.
 pub fn compare(
     rule: &AgreementRule,
     f32_found: &[Detection],
@@ -151,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn box_moved_too_far_fails_and_other_label_counts_as_missing() {
+    fn moved_box_and_relabel_disagree() {
         let rule = AgreementRule::default();
         // 20 pixels apart: IoU 80/120 = 0.667, above 0.5 but below 0.85.
         let moved = compare(&rule, &[found(1, 0.8, 0.0)], &[], &[found(1, 0.8, 20.0)]);
@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn one_missing_detection_is_tolerated_and_low_scores_are_not_checked() {
+    fn one_missing_detection_is_tolerated() {
         let rule = AgreementRule::default();
         let agreement = compare(&rule, &[found(1, 0.8, 0.0), found(2, 0.3, 300.0)], &[], &[]);
         assert_eq!(agreement.unmatched, 1);
@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn near_tie_runner_up_kept_by_the_other_precision_agrees() {
+    fn near_tie_runner_up_agrees() {
         let rule = AgreementRule::default();
         let winner = found(1, 0.736, 0.0);
         let runner_up = found(1, 0.711, 25.0); // IoU 75/125 = 0.6 with the winner, above NMS's 0.45

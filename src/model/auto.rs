@@ -5,12 +5,15 @@
 //! int8 takes under half of f32's work on a Cortex-A76 with `sdot`, but more
 //! than f32 on a Cortex-A72 without it, and on x86 CPUs without VNNI tract's
 //! int8 kernel can be many times slower than f32. So at first start each
-//! candidate is loaded and timed on the model's sample frames, its detections
-//! are compared with f32's ([`super::agreement`]), and the choice is written to
-//! a cache file whose key contains everything that could change the choice: the
-//! model and calibration files' SHA-256, the input size, the thread count,
-//! edgedet's and tract's versions and the CPU's instruction sets. Later starts
-//! read the file and load one model.
+//! candidate is loaded and timed on the model's sample frames, and its
+//! detections are compared with f32's ([`super::agreement`]). The choice goes
+//! to a cache file whose key contains everything that could change it: the
+//! SHA-256 of the model, calibration and sample files, the input size, the
+//! thread count, edgedet's and tract's versions and the CPU's instruction
+//! sets. Later starts read the file and load one model.
+//!
+//! NOTE: the first start drops the timed candidates and loads the chosen
+//! precision once more; keeping the chosen candidate's model would save that load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

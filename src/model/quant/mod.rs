@@ -348,7 +348,7 @@ impl Int8Network {
     /// machine of the test runs, that made int8 yolov4-tiny over 50 times slower
     /// than f32. An int8 matrix product of edgedet's own for AVX2
     /// (`vpmaddubsw`/`vpmaddwd`, packed as tract's op traits expect) would fix
-    /// it; until then `precision = "auto"` measures this and keeps f32.
+    /// it. Until then, `precision = "auto"` measures this and keeps f32.
     fn optimised_on_tract_im2col(&self) -> Result<tract_core::prelude::TypedModel, QuantError> {
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::ToTract)?;
         let model = built.model.into_optimized().map_err(QuantError::Graph)?;
