@@ -118,31 +118,32 @@ fn int8_convolutions_use_fused_integer_kernels() {
     for glue in ["Scale", "QScale", "QSumB", "OffsetU8asI8", "OffsetI8asU8", "Min", "Max", "Add", "Sub"] {
         assert!(!summary.ops.contains_key(glue), "{glue} left in the int8 plan: {:?}", summary.ops);
     }
-    // On x86_64 with VNNI or AMX, as on arm64 with the dot product, tract's
-    // int8 kernel packs its input four values deep, and edgedet's im2col
-    // replaces all 14 of tract's (the 7 1×1 convolutions need none). The input
-    // zero points are then in the biases, so tract no longer sums the large
-    // kernels on every run (a Cast and a Reduce<Sum> each). With AVX2 alone,
-    // tract's kernel reads another layout, so tract's own im2col and those
-    // sums stay.
+    // On x86_64 the int8 kernels read their input four values deep: tract's
+    // with VNNI or AMX, edgedet's own with AVX2 alone. edgedet's im2col then
+    // replaces all 14 of tract's (the 7 1×1 convolutions need none), and the
+    // input zero points are in the biases, so tract no longer sums the large
+    // kernels on every run (a Cast and a Reduce<Sum> each).
     if cfg!(target_arch = "x86_64") {
+        let kernels = summary.matmuls.iter().flat_map(|m| &m.kernels);
         if x86_cpu_has_int8_dot_product() {
             assert!(
-                summary.matmuls.iter().flat_map(|m| &m.kernels).all(|k| k.contains("vnni") || k.contains("amx")),
+                kernels.clone().all(|k| k.contains("vnni") || k.contains("amx")),
                 "this CPU has VNNI or AMX, but tract chose {}",
                 summary.kernel_counts()
             );
-            assert_eq!(summary.ops.get("Im2colI8K4"), Some(&14), "{:?}", summary.ops);
-            for left in ["Im2col", "Reduce<Sum>"] {
-                assert!(!summary.ops.contains_key(left), "{left} left in the int8 plan: {:?}", summary.ops);
-            }
-            assert_eq!(summary.ops.get("Cast"), Some(&2), "only the two heads cast: {:?}", summary.ops);
         } else {
-            assert!(!summary.ops.contains_key("Im2colI8K4"), "{:?}", summary.ops);
-            assert_eq!(summary.ops.get("Im2col"), Some(&14), "{:?}", summary.ops);
-            assert_eq!(summary.ops.get("Reduce<Sum>"), Some(&2), "{:?}", summary.ops);
-            assert_eq!(summary.ops.get("Cast"), Some(&4), "the heads and the two sums cast: {:?}", summary.ops);
+            assert!(std::arch::is_x86_feature_detected!("avx2"), "these tests expect an x86 CPU with AVX2");
+            assert!(
+                kernels.clone().all(|k| k == "edgedet_avx2_i32_8x8"),
+                "this CPU has AVX2 without VNNI, but tract chose {}",
+                summary.kernel_counts()
+            );
         }
+        assert_eq!(summary.ops.get("Im2colI8K4"), Some(&14), "{:?}", summary.ops);
+        for left in ["Im2col", "Reduce<Sum>"] {
+            assert!(!summary.ops.contains_key(left), "{left} left in the int8 plan: {:?}", summary.ops);
+        }
+        assert_eq!(summary.ops.get("Cast"), Some(&2), "only the two heads cast: {:?}", summary.ops);
     }
     // Activations are lookup tables: 19 hidden convolutions, all leaky.
     assert_eq!(summary.ops.get("LookupTable"), Some(&19), "{:?}", summary.ops);

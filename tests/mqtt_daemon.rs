@@ -519,7 +519,7 @@ fn motion_gate_skips_a_still_scene_and_detects_the_dog_that_enters() {
     let gated = 10 - detected.len() as u64;
     assert!(gated >= 4, "detected frames: {detected:?}");
     // A periodic stats message can catch the tenth frame captured but not yet
-    // run; the final one accounts for every captured frame.
+    // run, so wait for the final one, which accounts for every captured frame.
     let settled = |m: &Message| {
         if m.topic != topic("stats") {
             return false;
@@ -529,9 +529,8 @@ fn motion_gate_skips_a_still_scene_and_detects_the_dog_that_enters() {
         count("frames_captured") == 10
             && count("frames_processed") + count("frames_without_motion") + count("frames_skipped") == 10
     };
-    let stats = live
-        .wait_for(SHORT, settled)
-        .unwrap_or_else(|| panic!("no final stats; received:\n{}", live.summary()));
+    let stats =
+        live.wait_for(SHORT, settled).unwrap_or_else(|| panic!("no final stats; received:\n{}", live.summary()));
     let camera = &stats.json()["cameras"][CAMERA];
     assert_eq!(camera["frames_processed"], detected.len() as u64, "{camera}");
     assert_eq!(camera["frames_without_motion"], gated, "{camera}");

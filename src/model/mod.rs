@@ -228,7 +228,7 @@ impl Model {
                 read = started.elapsed();
                 if warn_slow_int8 && !quant::im2col::cpu_has_k4_kernel() {
                     log::warn!(
-                        "{name}: this CPU has no int8 dot-product instruction that tract uses (arm64 sdot, x86 VNNI or AMX), so int8 may run slower than f32 here; precision = \"auto\" measures both"
+                        "{name}: this CPU has no int8 kernel that reads four values at once (arm64 sdot; x86 AVX2, VNNI or AMX), so int8 may run slower than f32 here; precision = \"auto\" measures both"
                     );
                 }
                 (plan(network.optimised()?, precision, threads, &name)?, meta)

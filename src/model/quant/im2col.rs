@@ -2,8 +2,9 @@
 //!
 //! tract 0.23.9 lowers every quantized convolution with a kernel larger than
 //! 1×1 to an eager `Im2col` node feeding an `OptMatMul`. The int8 kernels that
-//! multiply four bytes at a time (x86 AVX512-VNNI, AVX-VNNI and AMX, arm64
-//! SDOT and SME) read their activations as `PackedI8K4`. That layout is made
+//! multiply four bytes at a time (tract's for x86 AVX512-VNNI, AVX-VNNI and
+//! AMX and for arm64 SDOT and SME, and edgedet's own for x86 AVX2) read their
+//! activations as `PackedI8K4`. That layout is made
 //! of panels of `r` output pixels, and inside a panel, the 4 consecutive k of
 //! one pixel sit side by side.
 //! tract's op fills that layout one k at a time across the whole buffer, so

@@ -9,6 +9,8 @@
 //! so the calibration file stays small and cannot disagree with the weights.
 
 pub mod add;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_kernel;
 pub mod calibrate;
 pub mod equalize;
 pub mod graph;
@@ -309,12 +311,13 @@ pub fn load_int8(
 impl Int8Network {
     /// Builds the int8 graph optimised for this CPU, with edgedet's im2col in place of tract's.
     ///
-    /// Where tract's int8 kernel packs its input four values deep (`sdot` on
-    /// arm64, VNNI and AMX on x86), every im2col is replaced and the input
-    /// zero points are folded into the biases. On CPUs whose kernel takes
-    /// another packing (arm64 without the dot product, as the Cortex-A72 of
-    /// the Pi 4), tract's own im2col is fast already and stays, with the zero
-    /// points given to tract.
+    /// Some int8 kernels pack their input four values deep: tract's on arm64
+    /// with `sdot` and on x86 with VNNI or AMX, and edgedet's own on x86 with
+    /// AVX2 alone (`avx2_kernel`). With those, every im2col is replaced and
+    /// the input zero points are folded into the biases. On CPUs whose kernel
+    /// takes another packing (arm64 without the dot product, as the
+    /// Cortex-A72 of the Pi 4), tract's own im2col is fast already and stays,
+    /// with the zero points given to tract.
     ///
     /// # Errors
     /// tract fails to optimise the graph.
@@ -342,13 +345,6 @@ impl Int8Network {
 
     /// Builds the int8 graph with the input zero points given to tract and optimises it with tract's own im2col.
     ///
-    /// NOTE: on x86 CPUs with AVX2 but without VNNI, the kernel tract picks
-    /// here (`avx2_mmm_i32_8x8`, tract 0.23.9) loads its left operand with a
-    /// legacy SSE `movq` between AVX2 instructions. On the AMD EPYC virtual
-    /// machine of the test runs, that made int8 yolov4-tiny over 50 times slower
-    /// than f32. An int8 matrix product of edgedet's own for AVX2
-    /// (`vpmaddubsw`/`vpmaddwd`, packed as tract's op traits expect) would fix
-    /// it. Until then, `precision = "auto"` measures this and keeps f32.
     fn optimised_on_tract_im2col(&self) -> Result<tract_core::prelude::TypedModel, QuantError> {
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::ToTract)?;
         let model = built.model.into_optimized().map_err(QuantError::Graph)?;
