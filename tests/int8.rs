@@ -260,3 +260,14 @@ fn yolov4_int8_heads_match_float() {
 /// synthetic weights: 26.2 to 27.4 dB; a wrong scale anywhere in the 162
 /// layers drops it below 10 dB.
 const MIN_HEAD_SQNR_DB: f64 = 24.0;
+
+#[test]
+fn missing_calibration_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("none.int8.json");
+    let spec =
+        ModelSpec { precision: Precision::Int8.into(), quantization: Some(path.clone()), ..ModelSpec::new(cfg()) };
+    let error = format!("{:#}", Model::load(&spec).err().expect("a missing calibration must not load"));
+    assert!(error.contains(&format!("no int8 calibration at {}", path.display())), "{error}");
+    assert!(error.contains("edgedet quantize --model"), "{error}");
+}

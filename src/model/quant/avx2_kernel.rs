@@ -12,29 +12,32 @@
 //! The kernel reads both operands in tract's `PackedI8K4` layout (four
 //! consecutive k of one row side by side), the layout of tract's VNNI
 //! kernels, so tract packs the weights and our `Im2colI8K4` packs the
-//! activations. For each block of 4 k it multiplies 8 weight rows by one
-//! column with `vpmaddubsw`, which takes one unsigned and one signed operand,
-//! and sums the pairs of products into 32 bits with `vpmaddwd`. The column is
-//! made unsigned by taking its absolute value and moving its sign onto the
-//! weights (`vpabsb`, `vpsignb`). A pair of products then stays within i16
-//! as long as no weight is −128: 2 · 128 · 127 = 32512. edgedet's quantizer
-//! keeps weights within −127..127; a panel that holds −128 anyway (an int8
-//! model made by another tool) is detected and recomputed exactly in scalar
-//! code, so results never depend on where the weights came from.
+//! activations. For each block of 4 k it multiplies one row's 4 weights,
+//! broadcast, by 8 columns with `vpmaddubsw`, which takes one unsigned and
+//! one signed operand, and sums the pairs of products into 32 bits with
+//! `vpmaddwd`. The columns are made unsigned by taking their absolute value
+//! once per block, and their signs move onto the weights (`vpabsb`,
+//! `vpsignb`). A pair of products then stays within i16 as long as no weight
+//! is −128: 2 · 128 · 127 = 32512. edgedet's quantizer keeps weights within
+//! −127..127. A panel that contains −128 anyway (an int8 model made by another
+//! tool) is detected and recomputed exactly in scalar code, so results never
+//! depend on where the weights came from.
 //!
-//! The tile stays in registers from the products to the store. The fused
+//! The tile stays in eight vectors from the products to the store. The fused
 //! operations of every quantized convolution (bias, requantization with
-//! round-half-to-even, zero point, clamp, i8 store) are vector code; the
+//! round-half-to-even, zero point, clamp, i8 store) are vector code, and the
 //! rarer ones go through tract's own scalar routines. A first version did
 //! all of them in scalar code and spent half of its time there.
 //!
 //! Known limits, measured on the AMD EPYC VM of the README with panels in the
-//! L1 cache: this inner loop does 55 G products a second on one core, tract's
-//! f32 FMA kernel 50 G, and a plain `vpmaddubsw` loop without the sign trick
-//! 95 G. That plain form needs one operand within 7 bits, as ONNX Runtime's
-//! `reduce_range` does for the same reason: quantizing weights to −63..63
-//! would let the kernel skip `vpabsb` and `vpsignb`, at the cost of one bit
-//! of weight precision that the accuracy tests would have to accept. The
+//! L1 cache: this inner loop does 71 G products a second on one core, the
+//! same loop broadcasting B instead of A 60 G, tract's f32 FMA kernel 50 G,
+//! and a plain `vpmaddubsw` loop without the sign trick 95 G. That plain form
+//! needs the weights within 7 bits, as ONNX Runtime's `reduce_range` does for
+//! the same reason. Quantizing weights to −63..63, with B offset to unsigned
+//! once per block and the offset taken back through the bias, would let the
+//! kernel skip `vpsignb`, at the cost of one bit of weight precision that
+//! the accuracy tests would have to accept. The
 //! 13×13 layers of yolov4-tiny reach a third of that rate in
 //! `bench --profile`. Their 1.2 MB of weights are larger than that CPU's
 //! 512 KB L2 cache, and tract sizes its cache blocks for 4-byte
@@ -119,23 +122,24 @@ unsafe fn kernel(specs: &[FusedKerSpec<i32>]) -> isize {
     unsafe { run_specs(specs) }
 }
 
-/// The tile is eight vectors, one column of eight rows each, from the
+/// The tile is eight vectors, one row of eight columns each, from the
 /// products to the store. The operations every quantized convolution ends
 /// with are vector code: bias, requantization with round-half-to-even, zero
 /// point, clamp and i8 store. The others go through [`Lanes`] and tract's
 /// own scalar routines.
 #[target_feature(enable = "avx2")]
 unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
-    let mut tile = [_mm256_setzero_si256(); NR];
+    let mut tile = [_mm256_setzero_si256(); MR];
     for spec in specs {
         // SAFETY: see `kernel`.
         unsafe {
             match *spec {
                 FusedKerSpec::Done => break,
-                FusedKerSpec::Clear => tile = [_mm256_setzero_si256(); NR],
+                FusedKerSpec::Clear => tile = [_mm256_setzero_si256(); MR],
                 FusedKerSpec::LoadTile(column_major, _) => {
-                    for (column, values) in tile.iter_mut().enumerate() {
-                        *values = _mm256_loadu_si256(column_major.add(column * MR) as *const __m256i);
+                    for (row, values) in tile.iter_mut().enumerate() {
+                        let lanes = Lanes(std::array::from_fn(|column| *column_major.add(column * MR + row)));
+                        *values = lanes.vector();
                     }
                 }
                 // tract's convention: the operation's operand comes first,
@@ -147,18 +151,18 @@ unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
                 FusedKerSpec::ScalarSub(m) => each(&mut tile, _mm256_set1_epi32(m), sub),
                 FusedKerSpec::ScalarSubF(m) => each(&mut tile, _mm256_set1_epi32(m), sub_flipped),
                 FusedKerSpec::LeakyRelu(m) => each(&mut tile, _mm256_set1_epi32(m), leaky_relu),
-                FusedKerSpec::PerRowMin(v) => each(&mut tile, load(v), min),
-                FusedKerSpec::PerRowMax(v) => each(&mut tile, load(v), max),
-                FusedKerSpec::PerRowAdd(v) => each(&mut tile, load(v), add),
-                FusedKerSpec::PerRowMul(v) => each(&mut tile, load(v), mul),
-                FusedKerSpec::PerRowSub(v) => each(&mut tile, load(v), sub),
-                FusedKerSpec::PerRowSubF(v) => each(&mut tile, load(v), sub_flipped),
-                FusedKerSpec::PerColMin(v) => per_column(&mut tile, v, min),
-                FusedKerSpec::PerColMax(v) => per_column(&mut tile, v, max),
-                FusedKerSpec::PerColAdd(v) => per_column(&mut tile, v, add),
-                FusedKerSpec::PerColMul(v) => per_column(&mut tile, v, mul),
-                FusedKerSpec::PerColSub(v) => per_column(&mut tile, v, sub),
-                FusedKerSpec::PerColSubF(v) => per_column(&mut tile, v, sub_flipped),
+                FusedKerSpec::PerRowMin(v) => per_row(&mut tile, v, min),
+                FusedKerSpec::PerRowMax(v) => per_row(&mut tile, v, max),
+                FusedKerSpec::PerRowAdd(v) => per_row(&mut tile, v, add),
+                FusedKerSpec::PerRowMul(v) => per_row(&mut tile, v, mul),
+                FusedKerSpec::PerRowSub(v) => per_row(&mut tile, v, sub),
+                FusedKerSpec::PerRowSubF(v) => per_row(&mut tile, v, sub_flipped),
+                FusedKerSpec::PerColMin(v) => each(&mut tile, load(v), min),
+                FusedKerSpec::PerColMax(v) => each(&mut tile, load(v), max),
+                FusedKerSpec::PerColAdd(v) => each(&mut tile, load(v), add),
+                FusedKerSpec::PerColMul(v) => each(&mut tile, load(v), mul),
+                FusedKerSpec::PerColSub(v) => each(&mut tile, load(v), sub),
+                FusedKerSpec::PerColSubF(v) => each(&mut tile, load(v), sub_flipped),
                 FusedKerSpec::QScale(shift, policy, multiplier) => {
                     let right = shift + 31;
                     if policy == RoundingPolicy::Even && multiplier > 0 && (32..=62).contains(&right) {
@@ -178,9 +182,9 @@ unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
                     }
                 }
                 FusedKerSpec::AddRowColProducts(rows, columns) => {
-                    let rows = load(rows);
-                    for (column, values) in tile.iter_mut().enumerate() {
-                        let product = _mm256_mullo_epi32(rows, _mm256_set1_epi32(*columns.add(column)));
+                    let columns = load(columns);
+                    for (row, values) in tile.iter_mut().enumerate() {
+                        let product = _mm256_mullo_epi32(_mm256_set1_epi32(*rows.add(row)), columns);
                         *values = _mm256_add_epi32(*values, product);
                     }
                 }
@@ -190,9 +194,9 @@ unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
                         4 => |at| (at as *const i32).read_unaligned(),
                         _ => return 1,
                     };
-                    for (column, values) in tile.iter_mut().enumerate() {
+                    for (row, values) in tile.iter_mut().enumerate() {
                         let mut lanes = Lanes::of(*values);
-                        for (row, value) in lanes.0.iter_mut().enumerate() {
+                        for (column, value) in lanes.0.iter_mut().enumerate() {
                             *value = value.wrapping_add(read(other.at(row, column)));
                         }
                         *values = lanes.vector();
@@ -215,8 +219,8 @@ unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
     0
 }
 
-/// One column of the tile as eight plain values, for the rare operations
-/// that go through scalar code.
+/// One row of the tile as eight plain values, for the rare operations that
+/// go through scalar code.
 struct Lanes([i32; MR]);
 
 impl Lanes {
@@ -290,7 +294,7 @@ unsafe fn load(values: *const i32) -> __m256i {
 }
 
 #[target_feature(enable = "avx2")]
-fn each(tile: &mut [__m256i; NR], operand: __m256i, f: unsafe fn(__m256i, __m256i) -> __m256i) {
+fn each(tile: &mut [__m256i; MR], operand: __m256i, f: unsafe fn(__m256i, __m256i) -> __m256i) {
     for values in tile.iter_mut() {
         // SAFETY: `f` is one of the AVX2 operations above, and this function
         // runs with AVX2.
@@ -299,17 +303,17 @@ fn each(tile: &mut [__m256i; NR], operand: __m256i, f: unsafe fn(__m256i, __m256
 }
 
 /// # Safety
-/// `operands` must point to NR values.
+/// `operands` must point to MR values.
 #[target_feature(enable = "avx2")]
-unsafe fn per_column(tile: &mut [__m256i; NR], operands: *const i32, f: unsafe fn(__m256i, __m256i) -> __m256i) {
-    for (column, values) in tile.iter_mut().enumerate() {
-        // SAFETY: as for `each`, and column < NR.
-        *values = unsafe { f(_mm256_set1_epi32(*operands.add(column)), *values) };
+unsafe fn per_row(tile: &mut [__m256i; MR], operands: *const i32, f: unsafe fn(__m256i, __m256i) -> __m256i) {
+    for (row, values) in tile.iter_mut().enumerate() {
+        // SAFETY: as for `each`, and row < MR.
+        *values = unsafe { f(_mm256_set1_epi32(*operands.add(row)), *values) };
     }
 }
 
 #[target_feature(enable = "avx2")]
-fn each_lane(tile: &mut [__m256i; NR], f: impl Fn(i32) -> i32) {
+fn each_lane(tile: &mut [__m256i; MR], f: impl Fn(i32) -> i32) {
     for values in tile.iter_mut() {
         let mut lanes = Lanes::of(*values);
         lanes.0.iter_mut().for_each(|value| *value = f(*value));
@@ -346,23 +350,23 @@ fn scale_half_even(values: __m256i, multiplier: i32, right: i64) -> __m256i {
 /// # Safety
 /// `output` must describe an MR × NR tile of writable bytes.
 #[target_feature(enable = "avx2")]
-unsafe fn store_low_bytes(tile: &[__m256i; NR], output: &OutputStoreKer) {
+unsafe fn store_low_bytes(tile: &[__m256i; MR], output: &OutputStoreKer) {
     // Bytes 0, 4, 8 and 12 of each 128-bit half, then the two halves' first
-    // 32 bits side by side: the eight low bytes in row order.
+    // 32 bits side by side: the eight low bytes in column order.
     let pick = _mm256_setr_epi8(
         0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1,
         -1, -1, -1,
     );
     let gather = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
-    for (column, values) in tile.iter().enumerate() {
+    for (row, values) in tile.iter().enumerate() {
         let bytes = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(*values, pick), gather);
         let bytes = _mm_cvtsi128_si64(_mm256_castsi256_si128(bytes)).to_le_bytes();
         // SAFETY: the caller's promise.
         unsafe {
-            if output.row_byte_stride == 1 {
-                (output.at(0, column) as *mut [u8; MR]).write_unaligned(bytes);
+            if output.col_byte_stride == 1 {
+                (output.at(row, 0) as *mut [u8; NR]).write_unaligned(bytes);
             } else {
-                for (row, byte) in bytes.into_iter().enumerate() {
+                for (column, byte) in bytes.into_iter().enumerate() {
                     *output.at(row, column) = byte;
                 }
             }
@@ -373,14 +377,14 @@ unsafe fn store_low_bytes(tile: &[__m256i; NR], output: &OutputStoreKer) {
 /// # Safety
 /// `output` must describe an MR × NR tile of writable i32 values.
 #[target_feature(enable = "avx2")]
-unsafe fn store_i32(tile: &[__m256i; NR], output: &OutputStoreKer) {
-    for (column, values) in tile.iter().enumerate() {
+unsafe fn store_i32(tile: &[__m256i; MR], output: &OutputStoreKer) {
+    for (row, values) in tile.iter().enumerate() {
         // SAFETY: the caller's promise.
         unsafe {
-            if output.row_byte_stride == 4 {
-                _mm256_storeu_si256(output.at(0, column) as *mut __m256i, *values);
+            if output.col_byte_stride == 4 {
+                _mm256_storeu_si256(output.at(row, 0) as *mut __m256i, *values);
             } else {
-                for (row, value) in Lanes::of(*values).0.into_iter().enumerate() {
+                for (column, value) in Lanes::of(*values).0.into_iter().enumerate() {
                     (output.at(row, column) as *mut i32).write_unaligned(value);
                 }
             }
@@ -392,24 +396,32 @@ unsafe fn store_i32(tile: &[__m256i; NR], output: &OutputStoreKer) {
 /// both `PackedI8K4` with `blocks` blocks of 4 k (the packing pads k with
 /// zeros), to the tile.
 ///
+/// Each block of B is one vector of 8 columns × 4 k. Its absolute value is
+/// taken once, and each row's 4 weights, broadcast, take B's signs: four
+/// instructions per row and block, where broadcasting B and keeping A as the
+/// vector takes five.
+///
 /// # Safety
 /// Both panels must hold `blocks` blocks of [`BLOCK`] bytes.
 #[target_feature(enable = "avx2")]
-unsafe fn add_mat_mul(tile: &mut [__m256i; NR], pa: *const u8, pb: *const u8, blocks: usize) {
+unsafe fn add_mat_mul(tile: &mut [__m256i; MR], pa: *const u8, pb: *const u8, blocks: usize) {
     let ones = _mm256_set1_epi16(1);
     let most_negative = _mm256_set1_epi8(i8::MIN);
     let mut seen_most_negative = _mm256_setzero_si256();
-    let mut sums = [_mm256_setzero_si256(); NR];
+    let mut sums = [_mm256_setzero_si256(); MR];
     for block in 0..blocks {
         // SAFETY: the panels hold `blocks` blocks.
-        let (weights, columns) =
-            unsafe { (_mm256_loadu_si256(pa.add(block * BLOCK) as *const __m256i), pb.add(block * BLOCK)) };
-        seen_most_negative = _mm256_or_si256(seen_most_negative, _mm256_cmpeq_epi8(weights, most_negative));
-        for (column, sum) in sums.iter_mut().enumerate() {
-            // SAFETY: column < NR, so the 4 bytes are inside the block.
-            let four = unsafe { (columns.add(4 * column) as *const i32).read_unaligned() };
-            let column_bytes = _mm256_set1_epi32(four);
-            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(column_bytes), _mm256_sign_epi8(weights, column_bytes));
+        let (columns, weights) =
+            unsafe { (_mm256_loadu_si256(pb.add(block * BLOCK) as *const __m256i), pa.add(block * BLOCK)) };
+        let magnitudes = _mm256_abs_epi8(columns);
+        // SAFETY: as above.
+        let block_weights = unsafe { _mm256_loadu_si256(weights as *const __m256i) };
+        seen_most_negative = _mm256_or_si256(seen_most_negative, _mm256_cmpeq_epi8(block_weights, most_negative));
+        for (row, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: row < MR, so the 4 bytes are inside the block.
+            let four = unsafe { (weights.add(4 * row) as *const i32).read_unaligned() };
+            let row_weights = _mm256_set1_epi32(four);
+            let pairs = _mm256_maddubs_epi16(magnitudes, _mm256_sign_epi8(row_weights, columns));
             *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
         }
     }
@@ -424,22 +436,13 @@ unsafe fn add_mat_mul(tile: &mut [__m256i; NR], pa: *const u8, pb: *const u8, bl
     }
 }
 
-/// The products one at a time, exact for any i8 values.
+/// The products one at a time, exact for any i8 values: one vector per row.
 ///
 /// # Safety
 /// As for [`add_mat_mul`].
 #[target_feature(enable = "avx2")]
-unsafe fn products_exact(pa: *const u8, pb: *const u8, blocks: usize) -> [__m256i; NR] {
-    let mut sums = [
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-        Lanes([0; MR]),
-    ];
+unsafe fn products_exact(pa: *const u8, pb: *const u8, blocks: usize) -> [__m256i; MR] {
+    let mut sums: [Lanes; MR] = std::array::from_fn(|_| Lanes([0; NR]));
     for block in 0..blocks {
         // SAFETY: the panels hold `blocks` blocks of BLOCK bytes.
         let (weights, columns) = unsafe {
@@ -448,8 +451,8 @@ unsafe fn products_exact(pa: *const u8, pb: *const u8, blocks: usize) -> [__m256
                 std::slice::from_raw_parts(pb.add(block * BLOCK) as *const i8, BLOCK),
             )
         };
-        for (column, sum) in sums.iter_mut().enumerate() {
-            for (row, value) in sum.0.iter_mut().enumerate() {
+        for (row, sum) in sums.iter_mut().enumerate() {
+            for (column, value) in sum.0.iter_mut().enumerate() {
                 let dot: i32 =
                     (0..4).map(|t| i32::from(weights[4 * row + t]) * i32::from(columns[4 * column + t])).sum();
                 *value = value.wrapping_add(dot);
@@ -599,6 +602,61 @@ mod tests {
         // Some values must land inside the range, or the test checks only the clamp.
         let inside = output.iter().flatten().filter(|&&value| value != 0 && value.abs() < 127).count();
         assert!(inside > 0, "{output:?}");
+    }
+
+    #[test]
+    fn stores_in_every_layout() {
+        assert!(std::arch::is_x86_feature_detected!("avx2"), "this test needs a CPU with AVX2");
+        let tile: [[i32; NR]; MR] =
+            std::array::from_fn(|row| std::array::from_fn(|column| (row * 40 + column) as i32 - 100));
+        // The tile goes in through LoadTile, column-major as tract's frame gives it.
+        let column_major: Vec<i32> = (0..NR).flat_map(|column| (0..MR).map(move |row| tile[row][column])).collect();
+        let rows: Vec<i32> = (0..MR as i32).collect();
+        let columns: Vec<i32> = (0..NR as i32).map(|column| 1 - column).collect();
+        let added: [[i8; NR]; MR] =
+            std::array::from_fn(|row| std::array::from_fn(|column| (row as i8) - (column as i8)));
+        let expected =
+            |row: usize, column: usize| tile[row][column] + rows[row] * columns[column] + i32::from(added[row][column]);
+
+        for (item_size, row_major) in [(4usize, true), (4, false), (1, true), (1, false)] {
+            let mut bytes = vec![0u8; MR * NR * item_size];
+            let (row_byte_stride, col_byte_stride) = if row_major {
+                ((NR * item_size) as isize, item_size as isize)
+            } else {
+                (item_size as isize, (MR * item_size) as isize)
+            };
+            let output = OutputStoreKer { ptr: bytes.as_mut_ptr(), row_byte_stride, col_byte_stride, item_size };
+            let unicast = OutputStoreKer {
+                ptr: added.as_ptr() as *mut u8,
+                row_byte_stride: NR as isize,
+                col_byte_stride: 1,
+                item_size: 1,
+            };
+            let specs = [
+                FusedKerSpec::LoadTile(column_major.as_ptr(), std::ptr::null()),
+                FusedKerSpec::AddRowColProducts(rows.as_ptr(), columns.as_ptr()),
+                FusedKerSpec::AddUnicast(unicast),
+                FusedKerSpec::Store(output),
+                FusedKerSpec::Done,
+            ];
+            assert_eq!(unsafe { kernel(&specs) }, 0);
+
+            for row in 0..MR {
+                for column in 0..NR {
+                    let at = (row as isize * row_byte_stride + column as isize * col_byte_stride) as usize;
+                    let stored = match item_size {
+                        4 => i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()),
+                        _ => i32::from(bytes[at] as i8),
+                    };
+                    let wanted =
+                        if item_size == 4 { expected(row, column) } else { i32::from(expected(row, column) as i8) };
+                    assert_eq!(
+                        stored, wanted,
+                        "item size {item_size}, row-major {row_major}, row {row}, column {column}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

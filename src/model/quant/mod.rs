@@ -43,6 +43,10 @@ pub enum QuantError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "no int8 calibration at {path}: make one with `edgedet quantize --model CFG --calibrate FOLDER_OF_FRAMES`, or point [model] quantization at it"
+    )]
+    CalibrationMissing { path: String },
     #[error("{path} is not a valid calibration file")]
     Parse {
         path: String,
@@ -142,10 +146,9 @@ impl CalibrationFile {
     /// Unreadable file, invalid JSON, another format or a newer version.
     pub fn read(path: &Path) -> Result<CalibrationFile, QuantError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| QuantError::Io {
-            action: "reading calibration file",
-            path: name.clone(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => QuantError::CalibrationMissing { path: name.clone() },
+            _ => QuantError::Io { action: "reading calibration file", path: name.clone(), source },
         })?;
         let file: CalibrationFile =
             serde_json::from_str(&text).map_err(|source| QuantError::Parse { path: name.clone(), source })?;
