@@ -29,19 +29,20 @@
 //! rarer ones go through tract's own scalar routines. A first version did
 //! all of them in scalar code and spent half of its time there.
 //!
-//! Known limits, measured on the AMD EPYC VM of the README with panels in the
-//! L1 cache: this inner loop does 71 G products a second on one core, the
-//! same loop broadcasting B instead of A 60 G, tract's f32 FMA kernel 50 G,
-//! and a plain `vpmaddubsw` loop without the sign trick 95 G. That plain form
-//! needs the weights within 7 bits, as ONNX Runtime's `reduce_range` does for
-//! the same reason. Quantizing weights to −63..63, with B offset to unsigned
-//! once per block and the offset taken back through the bias, would let the
-//! kernel skip `vpsignb`, at the cost of one bit of weight precision that
-//! the accuracy tests would have to accept. The
-//! 13×13 layers of yolov4-tiny reach a third of that rate in
-//! `bench --profile`. Their 1.2 MB of weights are larger than that CPU's
-//! 512 KB L2 cache, and tract sizes its cache blocks for 4-byte
-//! accumulators, so blocks sized for int8 panels are the next thing to try.
+//! Known limits were measured on the AMD EPYC VM of the README, with panels
+//! in the L1 cache. This inner loop does 71 G products a second on one core.
+//! The same loop broadcasting B instead of A does 60 G, tract's f32 FMA
+//! kernel 50 G, and a plain `vpmaddubsw` loop without the sign trick 95 G.
+//! That plain form needs the weights within 7 bits, as ONNX Runtime's
+//! `reduce_range` does for the same reason. Quantizing weights to −63..63,
+//! with B offset to unsigned once per block and the offset taken back
+//! through the bias, would let the kernel skip `vpsignb`, at the cost of one
+//! bit of weight precision that the accuracy tests would have to accept.
+//! With the loop that broadcast B, the 13×13 layers of yolov4-tiny ran at
+//! a third of its rate in `bench --profile`. Their 1.2 MB of weights are
+//! larger than that CPU's 512 KB L2 cache, and tract sizes its cache blocks
+//! for 4-byte accumulators, so blocks sized for int8 panels are the next
+//! thing to try.
 
 use std::arch::x86_64::*;
 
@@ -122,8 +123,8 @@ unsafe fn kernel(specs: &[FusedKerSpec<i32>]) -> isize {
     unsafe { run_specs(specs) }
 }
 
-/// The tile is eight vectors, one row of eight columns each, from the
-/// products to the store. The operations every quantized convolution ends
+/// Runs the fused operations on a tile kept as eight vectors, one row of
+/// eight columns each, from the products to the store. The operations every quantized convolution ends
 /// with are vector code: bias, requantization with round-half-to-even, zero
 /// point, clamp and i8 store. The others go through [`Lanes`] and tract's
 /// own scalar routines.
@@ -436,7 +437,7 @@ unsafe fn add_mat_mul(tile: &mut [__m256i; MR], pa: *const u8, pb: *const u8, bl
     }
 }
 
-/// The products one at a time, exact for any i8 values: one vector per row.
+/// Computes the products one at a time, exact for any i8 values: one vector per row.
 ///
 /// # Safety
 /// As for [`add_mat_mul`].
@@ -478,7 +479,7 @@ mod tests {
         packed
     }
 
-    /// A repeatable spread of i8 values that includes both ends.
+    /// Makes a repeatable spread of i8 values that includes both ends.
     fn values(seed: u32, count: usize, lowest: i8) -> Vec<i8> {
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..count)
