@@ -262,7 +262,7 @@ fn yolov4_int8_heads_match_float() {
 const MIN_HEAD_SQNR_DB: f64 = 24.0;
 
 #[test]
-fn missing_calibration_says_how_to_make_one() {
+fn missing_calibration_suggests_quantize() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("none.int8.json");
     let spec =

@@ -34,10 +34,10 @@
 //! The same loop broadcasting B instead of A does 60 G, tract's f32 FMA
 //! kernel 50 G, and a plain `vpmaddubsw` loop without the sign trick 95 G.
 //! That plain form needs the weights within 7 bits, as ONNX Runtime's
-//! `reduce_range` does for the same reason. Quantizing weights to −63..63,
-//! with B offset to unsigned once per block and the offset taken back
-//! through the bias, would let the kernel skip `vpsignb`, at the cost of one
-//! bit of weight precision that the accuracy tests would have to accept.
+//! `reduce_range` does for the same reason. Weights quantized to −63..63
+//! would let the kernel skip `vpsignb`: B would be offset to unsigned once
+//! per block, and the offset taken back through the bias. That costs one bit
+//! of weight precision, which the accuracy tests would have to accept.
 //! With the loop that broadcast B, the 13×13 layers of yolov4-tiny ran at
 //! a third of its rate in `bench --profile`. Their 1.2 MB of weights are
 //! larger than that CPU's 512 KB L2 cache, and tract sizes its cache blocks
@@ -145,24 +145,24 @@ unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
                 }
                 // tract's convention: the operation's operand comes first,
                 // so `ScalarSub(m)` leaves m − x and `ScalarSubF(m)` x − m.
-                FusedKerSpec::ScalarMin(m) => each(&mut tile, _mm256_set1_epi32(m), min),
-                FusedKerSpec::ScalarMax(m) => each(&mut tile, _mm256_set1_epi32(m), max),
-                FusedKerSpec::ScalarAdd(m) => each(&mut tile, _mm256_set1_epi32(m), add),
-                FusedKerSpec::ScalarMul(m) => each(&mut tile, _mm256_set1_epi32(m), mul),
-                FusedKerSpec::ScalarSub(m) => each(&mut tile, _mm256_set1_epi32(m), sub),
+                FusedKerSpec::ScalarMin(m) => each(&mut tile, _mm256_set1_epi32(m), _mm256_min_epi32),
+                FusedKerSpec::ScalarMax(m) => each(&mut tile, _mm256_set1_epi32(m), _mm256_max_epi32),
+                FusedKerSpec::ScalarAdd(m) => each(&mut tile, _mm256_set1_epi32(m), _mm256_add_epi32),
+                FusedKerSpec::ScalarMul(m) => each(&mut tile, _mm256_set1_epi32(m), _mm256_mullo_epi32),
+                FusedKerSpec::ScalarSub(m) => each(&mut tile, _mm256_set1_epi32(m), _mm256_sub_epi32),
                 FusedKerSpec::ScalarSubF(m) => each(&mut tile, _mm256_set1_epi32(m), sub_flipped),
                 FusedKerSpec::LeakyRelu(m) => each(&mut tile, _mm256_set1_epi32(m), leaky_relu),
-                FusedKerSpec::PerRowMin(v) => per_row(&mut tile, v, min),
-                FusedKerSpec::PerRowMax(v) => per_row(&mut tile, v, max),
-                FusedKerSpec::PerRowAdd(v) => per_row(&mut tile, v, add),
-                FusedKerSpec::PerRowMul(v) => per_row(&mut tile, v, mul),
-                FusedKerSpec::PerRowSub(v) => per_row(&mut tile, v, sub),
+                FusedKerSpec::PerRowMin(v) => per_row(&mut tile, v, _mm256_min_epi32),
+                FusedKerSpec::PerRowMax(v) => per_row(&mut tile, v, _mm256_max_epi32),
+                FusedKerSpec::PerRowAdd(v) => per_row(&mut tile, v, _mm256_add_epi32),
+                FusedKerSpec::PerRowMul(v) => per_row(&mut tile, v, _mm256_mullo_epi32),
+                FusedKerSpec::PerRowSub(v) => per_row(&mut tile, v, _mm256_sub_epi32),
                 FusedKerSpec::PerRowSubF(v) => per_row(&mut tile, v, sub_flipped),
-                FusedKerSpec::PerColMin(v) => each(&mut tile, load(v), min),
-                FusedKerSpec::PerColMax(v) => each(&mut tile, load(v), max),
-                FusedKerSpec::PerColAdd(v) => each(&mut tile, load(v), add),
-                FusedKerSpec::PerColMul(v) => each(&mut tile, load(v), mul),
-                FusedKerSpec::PerColSub(v) => each(&mut tile, load(v), sub),
+                FusedKerSpec::PerColMin(v) => each(&mut tile, load(v), _mm256_min_epi32),
+                FusedKerSpec::PerColMax(v) => each(&mut tile, load(v), _mm256_max_epi32),
+                FusedKerSpec::PerColAdd(v) => each(&mut tile, load(v), _mm256_add_epi32),
+                FusedKerSpec::PerColMul(v) => each(&mut tile, load(v), _mm256_mullo_epi32),
+                FusedKerSpec::PerColSub(v) => each(&mut tile, load(v), _mm256_sub_epi32),
                 FusedKerSpec::PerColSubF(v) => each(&mut tile, load(v), sub_flipped),
                 FusedKerSpec::QScale(shift, policy, multiplier) => {
                     let right = shift + 31;
@@ -190,7 +190,8 @@ unsafe fn run_specs(specs: &[FusedKerSpec<i32>]) -> isize {
                     }
                 }
                 FusedKerSpec::AddUnicast(other) => {
-                    let read: fn(*const u8) -> i32 = match other.item_size {
+                    // Reading through `at` is only sound for addresses of `other`'s tile.
+                    let read: unsafe fn(*const u8) -> i32 = match other.item_size {
                         1 => |at| i32::from(*(at as *const i8)),
                         4 => |at| (at as *const i32).read_unaligned(),
                         _ => return 1,
@@ -252,31 +253,6 @@ impl TileAt for OutputStoreKer {
 }
 
 #[target_feature(enable = "avx2")]
-fn min(operand: __m256i, values: __m256i) -> __m256i {
-    _mm256_min_epi32(operand, values)
-}
-
-#[target_feature(enable = "avx2")]
-fn max(operand: __m256i, values: __m256i) -> __m256i {
-    _mm256_max_epi32(operand, values)
-}
-
-#[target_feature(enable = "avx2")]
-fn add(operand: __m256i, values: __m256i) -> __m256i {
-    _mm256_add_epi32(operand, values)
-}
-
-#[target_feature(enable = "avx2")]
-fn mul(operand: __m256i, values: __m256i) -> __m256i {
-    _mm256_mullo_epi32(operand, values)
-}
-
-#[target_feature(enable = "avx2")]
-fn sub(operand: __m256i, values: __m256i) -> __m256i {
-    _mm256_sub_epi32(operand, values)
-}
-
-#[target_feature(enable = "avx2")]
 fn sub_flipped(operand: __m256i, values: __m256i) -> __m256i {
     _mm256_sub_epi32(values, operand)
 }
@@ -297,8 +273,8 @@ unsafe fn load(values: *const i32) -> __m256i {
 #[target_feature(enable = "avx2")]
 fn each(tile: &mut [__m256i; MR], operand: __m256i, f: unsafe fn(__m256i, __m256i) -> __m256i) {
     for values in tile.iter_mut() {
-        // SAFETY: `f` is one of the AVX2 operations above, and this function
-        // runs with AVX2.
+        // SAFETY: `f` is an AVX2 intrinsic or one of the AVX2 operations
+        // above, and this function runs with AVX2.
         *values = unsafe { f(operand, *values) };
     }
 }
@@ -331,11 +307,11 @@ fn scale_half_even(values: __m256i, multiplier: i32, right: i64) -> __m256i {
     let multiplier = _mm256_set1_epi64x(i64::from(multiplier));
     let count = _mm_cvtsi64_si128(right);
     let half_less_one = _mm256_set1_epi64x((1i64 << (right - 1)) - 1);
-    let one = _mm256_set1_epi64x(1);
+    let low_bit = _mm256_set1_epi64x(1);
     let round = |product: __m256i| {
         // Adding half − 1, plus one more when the truncated result is odd,
         // rounds a tie to the even neighbour and everything else to nearest.
-        let odd = _mm256_and_si256(_mm256_srl_epi64(product, count), one);
+        let odd = _mm256_and_si256(_mm256_srl_epi64(product, count), low_bit);
         _mm256_srl_epi64(_mm256_add_epi64(_mm256_add_epi64(product, half_less_one), odd), count)
     };
     // `vpmuludq` multiplies the even 32-bit lanes; the odd ones are shifted down first.
@@ -407,8 +383,8 @@ unsafe fn store_i32(tile: &[__m256i; MR], output: &OutputStoreKer) {
 #[target_feature(enable = "avx2")]
 unsafe fn add_mat_mul(tile: &mut [__m256i; MR], pa: *const u8, pb: *const u8, blocks: usize) {
     let ones = _mm256_set1_epi16(1);
-    let most_negative = _mm256_set1_epi8(i8::MIN);
-    let mut seen_most_negative = _mm256_setzero_si256();
+    let minus_128 = _mm256_set1_epi8(i8::MIN);
+    let mut seen_minus_128 = _mm256_setzero_si256();
     let mut sums = [_mm256_setzero_si256(); MR];
     for block in 0..blocks {
         // SAFETY: the panels hold `blocks` blocks.
@@ -417,7 +393,7 @@ unsafe fn add_mat_mul(tile: &mut [__m256i; MR], pa: *const u8, pb: *const u8, bl
         let magnitudes = _mm256_abs_epi8(columns);
         // SAFETY: as above.
         let block_weights = unsafe { _mm256_loadu_si256(weights as *const __m256i) };
-        seen_most_negative = _mm256_or_si256(seen_most_negative, _mm256_cmpeq_epi8(block_weights, most_negative));
+        seen_minus_128 = _mm256_or_si256(seen_minus_128, _mm256_cmpeq_epi8(block_weights, minus_128));
         for (row, sum) in sums.iter_mut().enumerate() {
             // SAFETY: row < MR, so the 4 bytes are inside the block.
             let four = unsafe { (weights.add(4 * row) as *const i32).read_unaligned() };
@@ -426,7 +402,7 @@ unsafe fn add_mat_mul(tile: &mut [__m256i; MR], pa: *const u8, pb: *const u8, bl
             *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
         }
     }
-    if _mm256_testz_si256(seen_most_negative, seen_most_negative) == 0 {
+    if _mm256_testz_si256(seen_minus_128, seen_minus_128) == 0 {
         // A pair of products with a weight of −128 can leave i16: redo the
         // panel exactly.
         // SAFETY: as above.
