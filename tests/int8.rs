@@ -123,7 +123,10 @@ fn int8_convolutions_use_fused_integer_kernels() {
     // replaces all 14 of tract's (the 7 1×1 convolutions need none), and the
     // input zero points are in the biases, so tract no longer sums the large
     // kernels on every run (a Cast and a Reduce<Sum> each).
-    if cfg!(target_arch = "x86_64") {
+    // A block under `cfg` rather than `if cfg!`, because `is_x86_feature_detected!`
+    // does not compile for other targets.
+    #[cfg(target_arch = "x86_64")]
+    {
         let kernels = summary.matmuls.iter().flat_map(|m| &m.kernels);
         if x86_cpu_has_int8_dot_product() {
             assert!(
@@ -163,6 +166,7 @@ fn int8_convolutions_use_fused_integer_kernels() {
 /// Reports whether tract found an x86 int8 dot-product extension on this CPU
 /// (AVX-512 VNNI, AVX-VNNI or AMX), for which its int8 kernels read the
 /// four-deep packing.
+#[cfg(target_arch = "x86_64")]
 fn x86_cpu_has_int8_dot_product() -> bool {
     use tract_linalg::isa::Isa;
     tract_linalg::isa::native()

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod meta;
 pub mod mish;
 pub mod onnx;
+pub mod pool;
 pub mod precision;
 pub mod quant;
 
@@ -350,8 +351,12 @@ fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str)
 /// Builds a runnable plan of an optimised model that uses `threads` threads.
 fn plan(optimised: TypedModel, precision: Precision, threads: usize, name: &str) -> Result<onnx::Plan, ModelError> {
     let failed = |source: anyhow::Error| ModelError::Optimise { path: name.into(), precision, source };
-    // tract's threads split matrix products and element-wise ops only; its
-    // im2col, pooling and concatenation stay on the calling thread.
+    let mut optimised = optimised;
+    let replaced = pool::replace_pool_ops(&mut optimised).map_err(failed)?;
+    log::debug!("{name} {precision}: {replaced} pooling and upsampling nodes on edgedet's ops");
+    // The executor's threads split tract's matrix products and element-wise
+    // ops, and edgedet's im2col, pooling and upsampling. tract's
+    // concatenation stays on the calling thread.
     let executor = (threads > 1).then(|| Executor::multithread_with_name(threads, "edgedet-infer"));
     let options = RunOptions { executor, ..RunOptions::default() };
     optimised.into_runnable_with_options(&options).map_err(failed)

@@ -335,9 +335,15 @@ unsafe fn store_low_bytes(tile: &[__m256i; MR], output: &OutputStoreKer) {
         -1, -1, -1,
     );
     let gather = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
-    for (row, values) in tile.iter().enumerate() {
-        let bytes = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(*values, pick), gather);
-        let bytes = _mm_cvtsi128_si64(_mm256_castsi256_si128(bytes)).to_le_bytes();
+    let rows = tile
+        .map(|values| _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(values, pick), gather)));
+    if output.row_byte_stride == 1 {
+        // SAFETY: the caller's promise.
+        unsafe { store_transposed_bytes(&rows, output) };
+        return;
+    }
+    for (row, bytes) in rows.iter().enumerate() {
+        let bytes = _mm_cvtsi128_si64(*bytes).to_le_bytes();
         // SAFETY: the caller's promise.
         unsafe {
             if output.col_byte_stride == 1 {
@@ -347,6 +353,39 @@ unsafe fn store_low_bytes(tile: &[__m256i; MR], output: &OutputStoreKer) {
                     *output.at(row, column) = byte;
                 }
             }
+        }
+    }
+}
+
+/// Stores an 8 × 8 tile of bytes, one row per vector's low 8 bytes, to an
+/// output whose rows are adjacent bytes: each column then is 8 contiguous
+/// bytes. tract lays out some 1×1 convolutions that way (pixels as rows),
+/// such as layer 7 of yolov4-tiny. Stored byte by byte, that layer took
+/// 1.60 ms on one thread instead of 1.43.
+///
+/// # Safety
+/// `output` must describe an MR × NR tile of writable bytes with a row stride of 1.
+#[target_feature(enable = "avx2")]
+unsafe fn store_transposed_bytes(rows: &[__m128i; MR], output: &OutputStoreKer) {
+    // Interleaving bytes, then pairs, then fours of rows turns the rows into columns.
+    let pairs = [0, 2, 4, 6].map(|row| _mm_unpacklo_epi8(rows[row], rows[row + 1]));
+    let fours = [
+        _mm_unpacklo_epi16(pairs[0], pairs[1]),
+        _mm_unpackhi_epi16(pairs[0], pairs[1]),
+        _mm_unpacklo_epi16(pairs[2], pairs[3]),
+        _mm_unpackhi_epi16(pairs[2], pairs[3]),
+    ];
+    let columns = [
+        _mm_unpacklo_epi32(fours[0], fours[2]),
+        _mm_unpackhi_epi32(fours[0], fours[2]),
+        _mm_unpacklo_epi32(fours[1], fours[3]),
+        _mm_unpackhi_epi32(fours[1], fours[3]),
+    ];
+    for (pair, two_columns) in columns.iter().enumerate() {
+        // SAFETY: the caller's promise; each column is 8 bytes from `at(0, column)`.
+        unsafe {
+            _mm_storel_epi64(output.at(0, 2 * pair) as *mut __m128i, *two_columns);
+            _mm_storeh_pd(output.at(0, 2 * pair + 1) as *mut f64, _mm_castsi128_pd(*two_columns));
         }
     }
 }
