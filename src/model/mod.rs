@@ -3,6 +3,7 @@
 pub mod agreement;
 pub mod auto;
 pub mod darknet;
+pub mod digest;
 pub mod inspect;
 pub mod meta;
 pub mod mish;

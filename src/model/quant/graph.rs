@@ -344,6 +344,46 @@ fn symmetric_scale(weights: &[f32]) -> f32 {
     }
 }
 
+/// Rounds `weight / scale` to the nearest integer, ties to even, within −127..127.
+///
+/// Adding and subtracting 1.5 · 2^23 rounds any |x| < 2^22 in plain f32
+/// arithmetic. `f32::round` is a library call on x86_64 CPUs without SSE4.1,
+/// and rounding the 64 million weights of yolov4 took 0.1 s of its load that way.
 fn quantize_weight(weight: f32, scale: f32) -> i8 {
-    (weight / scale).round().clamp(-127.0, 127.0) as i8
+    const ROUNDER: f32 = 12_582_912.0;
+    let scaled = (weight / scale).clamp(-127.0, 127.0);
+    ((scaled + ROUNDER) - ROUNDER) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_round_to_nearest_even() {
+        let cases = [
+            (2.5, 2),
+            (3.5, 4),
+            (-2.5, -2),
+            (-3.5, -4),
+            (0.49999997, 0),
+            (-0.49999997, 0),
+            (0.50000006, 1),
+            (126.6, 127),
+            (-126.4, -126),
+        ];
+        for (scaled, expected) in cases {
+            assert_eq!(quantize_weight(scaled, 1.0), expected, "{scaled}");
+        }
+    }
+
+    #[test]
+    fn weights_saturate_at_127() {
+        assert_eq!(quantize_weight(200.0, 1.0), 127);
+        assert_eq!(quantize_weight(-1000.0, 1.0), -127);
+        assert_eq!(quantize_weight(0.3, 0.002), 127);
+        let largest = 0.66;
+        assert_eq!(quantize_weight(largest, symmetric_scale(&[0.1, -largest, 0.2])), 127);
+        assert_eq!(quantize_weight(-largest, symmetric_scale(&[0.1, -largest, 0.2])), -127);
+    }
 }
