@@ -55,6 +55,24 @@ impl Windows {
     }
 }
 
+/// An op of this module: one NCHW tensor of i8 or f32 values in, one out.
+trait PlanesOp {
+    const NAME: &'static str;
+
+    fn eval_t<T: Datum + Copy + PartialOrd>(&self, input: &Tensor) -> TractResult<Tensor>;
+}
+
+/// Runs `op` on its one input with the element type of that input.
+fn eval_planes<O: PlanesOp>(op: &O, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    let input = args_1!(inputs);
+    let output = match input.datum_type() {
+        DatumType::I8 => op.eval_t::<i8>(&input)?,
+        DatumType::F32 => op.eval_t::<f32>(&input)?,
+        other => bail!("{} takes i8 or f32 values, not {other:?}", O::NAME),
+    };
+    Ok(tvec!(output.into_tvalue()))
+}
+
 impl MaxPoolPlanes {
     /// Computes the windows along height and width for an NCHW input shape.
     fn windows(&self, shape: &[usize]) -> TractResult<[Windows; 2]> {
@@ -76,6 +94,10 @@ impl MaxPoolPlanes {
         );
         Ok(windows)
     }
+}
+
+impl PlanesOp for MaxPoolPlanes {
+    const NAME: &'static str = MAX_POOL_NAME;
 
     fn eval_t<T: Datum + Copy + PartialOrd>(&self, input: &Tensor) -> TractResult<Tensor> {
         let shape = input.shape();
@@ -168,13 +190,7 @@ impl EvalOp for MaxPoolPlanes {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let output = match input.datum_type() {
-            DatumType::I8 => self.eval_t::<i8>(&input)?,
-            DatumType::F32 => self.eval_t::<f32>(&input)?,
-            other => bail!("{MAX_POOL_NAME} takes i8 or f32 values, not {other:?}"),
-        };
-        Ok(tvec!(output.into_tvalue()))
+        eval_planes(self, inputs)
     }
 }
 
@@ -194,8 +210,10 @@ pub struct UpsamplePlanes {
     pub scales: [usize; 2],
 }
 
-impl UpsamplePlanes {
-    fn eval_t<T: Datum + Copy>(&self, input: &Tensor) -> TractResult<Tensor> {
+impl PlanesOp for UpsamplePlanes {
+    const NAME: &'static str = UPSAMPLE_NAME;
+
+    fn eval_t<T: Datum + Copy + PartialOrd>(&self, input: &Tensor) -> TractResult<Tensor> {
         let shape = input.shape();
         ensure!(shape.len() == 4, "{UPSAMPLE_NAME} takes NCHW tensors, found shape {shape:?}");
         let [scale_y, scale_x] = self.scales;
@@ -244,13 +262,7 @@ impl EvalOp for UpsamplePlanes {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let output = match input.datum_type() {
-            DatumType::I8 => self.eval_t::<i8>(&input)?,
-            DatumType::F32 => self.eval_t::<f32>(&input)?,
-            other => bail!("{UPSAMPLE_NAME} takes i8 or f32 values, not {other:?}"),
-        };
-        Ok(tvec!(output.into_tvalue()))
+        eval_planes(self, inputs)
     }
 }
 

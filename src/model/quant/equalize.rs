@@ -51,24 +51,7 @@ pub fn equalize(network: &Network, params: &mut [ConvParams]) -> usize {
     let conv_index = conv_indices(network);
     let sources = channel_sources(network);
     let eligible = eligible_producers(network, &sources);
-    // For each producer, the (consumer layer, input channel) pairs reading each of its output channels.
-    let mut readers: Vec<Vec<Vec<(usize, usize)>>> = network
-        .layers
-        .iter()
-        .map(|layer| match &layer.kind {
-            LayerKind::Convolution(conv) => vec![Vec::new(); conv.filters],
-            _ => Vec::new(),
-        })
-        .collect();
-    for (index, layer) in network.layers.iter().enumerate() {
-        let LayerKind::Convolution(_) = layer.kind else { continue };
-        let input = if index == 0 { None } else { Some(&sources[index - 1]) };
-        for (channel, source) in input.into_iter().flatten().enumerate() {
-            if let Some(source) = source {
-                readers[source.layer][source.channel].push((index, channel));
-            }
-        }
-    }
+    let readers = channel_readers(network, &sources);
 
     // Per producer, the consumers that read its channels, each with its
     // (input channel, producer channel) pairs.
@@ -127,6 +110,29 @@ pub fn equalize(network: &Network, params: &mut [ConvParams]) -> usize {
         }
     }
     eligible.iter().filter(|&&e| e).count()
+}
+
+/// Lists, for each producer layer and each of its output channels, the
+/// (consumer layer, input channel) pairs that read it.
+fn channel_readers(network: &Network, sources: &[Vec<Option<ChannelSource>>]) -> Vec<Vec<Vec<(usize, usize)>>> {
+    let mut readers: Vec<Vec<Vec<(usize, usize)>>> = network
+        .layers
+        .iter()
+        .map(|layer| match &layer.kind {
+            LayerKind::Convolution(conv) => vec![Vec::new(); conv.filters],
+            _ => Vec::new(),
+        })
+        .collect();
+    for (index, layer) in network.layers.iter().enumerate() {
+        let LayerKind::Convolution(_) = layer.kind else { continue };
+        let input = if index == 0 { None } else { Some(&sources[index - 1]) };
+        for (channel, source) in input.into_iter().flatten().enumerate() {
+            if let Some(source) = source {
+                readers[source.layer][source.channel].push((index, channel));
+            }
+        }
+    }
+    readers
 }
 
 /// Maps each layer to its position in `params`, or `None` if it is not a convolution.
@@ -277,23 +283,7 @@ mod tests {
         let conv_index = conv_indices(network);
         let sources = channel_sources(network);
         let eligible = eligible_producers(network, &sources);
-        let mut readers: Vec<Vec<Vec<(usize, usize)>>> = network
-            .layers
-            .iter()
-            .map(|layer| match &layer.kind {
-                LayerKind::Convolution(conv) => vec![Vec::new(); conv.filters],
-                _ => Vec::new(),
-            })
-            .collect();
-        for (index, layer) in network.layers.iter().enumerate() {
-            let LayerKind::Convolution(_) = layer.kind else { continue };
-            let input = if index == 0 { None } else { Some(&sources[index - 1]) };
-            for (channel, source) in input.into_iter().flatten().enumerate() {
-                if let Some(source) = source {
-                    readers[source.layer][source.channel].push((index, channel));
-                }
-            }
-        }
+        let readers = channel_readers(network, &sources);
         for _ in 0..PASSES {
             for (producer, &is_eligible) in eligible.iter().enumerate() {
                 if !is_eligible {
