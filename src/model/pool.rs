@@ -2,9 +2,9 @@
 //! tract's ops in optimised plans.
 //!
 //! In yolov4-tiny int8 at 416×416, tract 0.23.9's `OptMaxPool` and
-//! `NearestUpsample` took 3.3 ms of 51 for three 2×2 pools and one upsample,
-//! as long on two threads as on one, and as long as the matrix product of a
-//! 3×3 convolution. The ops here compute a max pool as two one-dimensional
+//! `NearestUpsample` took 3.3 ms of 51 for three 2×2 pools and one upsample.
+//! That is as long on two threads as on one, and as long as the matrix
+//! product of a 3×3 convolution. The ops here compute a max pool as two one-dimensional
 //! passes, down the rows and then along them, in loops the compiler
 //! vectorises, and split the planes over tract's threads. The same nodes then
 //! took 0.7 ms on one thread.
