@@ -48,9 +48,34 @@ fn apply(tensor: &mut Tensor) -> TractResult<()> {
     let values = plain.as_slice_mut::<f32>()?;
     let len = values.len();
     tract_linalg::multithread::par_chunks_mut(values, row, len, |_, chunk| {
-        chunk.iter_mut().for_each(|x| *x = mish(*x));
+        apply_to_slice(chunk);
         Ok(())
     })
+}
+
+/// Applies [`mish`] to a slice, eight values at a time where the CPU has AVX2.
+///
+/// edgedet is built for the x86_64 baseline, whose vectors hold four f32. The
+/// AVX2 version of the same loop took yolov4's 44 million Mish values from
+/// 1.4 to 0.75 ns each in a microbenchmark on the README's AMD EPYC. Both
+/// versions compute bit-identical results, because Rust never contracts
+/// `a * b + c` into a fused multiply-add on its own. With this and the integer
+/// exponent in [`exp`], yolov4's 72 Mish nodes went from 258 to 33 ms on one
+/// thread (`bench --profile`).
+fn apply_to_slice(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has just been checked for AVX2.
+        unsafe { apply_avx2(values) };
+        return;
+    }
+    values.iter_mut().for_each(|x| *x = mish(*x));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn apply_avx2(values: &mut [f32]) {
+    values.iter_mut().for_each(|x| *x = mish(*x));
 }
 
 /// Returns the tract op computing Mish.
@@ -75,15 +100,19 @@ pub fn mish(x: f32) -> f32 {
 /// library calls so that loops over it vectorise (`f32::exp` calls libm).
 ///
 /// `x = k ln 2 + r` with `|r| ≤ ln 2 / 2`; `e^r` is its Taylor polynomial to
-/// degree 7, and `2^k` is built in the exponent bits. The rounding uses the
-/// 1.5 · 2^23 trick because `f32::round` is a library call on x86_64 without
-/// SSE4.1.
+/// degree 7, and `2^k` is built in the exponent bits. Adding 1.5 · 2^23 rounds
+/// `x / ln 2` to the integer k and leaves k in the low bits of the sum, where
+/// it is read. `f32::round` is a library call on x86_64 without SSE4.1. A cast
+/// `as i32` saturates lane by lane in scalar code, and made this loop twice as
+/// slow.
 #[inline]
 fn exp(x: f32) -> f32 {
     const ROUNDER: f32 = 12_582_912.0;
     const LN2_HIGH: f32 = 0.693_145_75;
     const LN2_LOW: f32 = 1.428_606_8e-6;
-    let k = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let k = shifted - ROUNDER;
+    let k_bits = (shifted.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
     let r = x - k * LN2_HIGH - k * LN2_LOW;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
@@ -93,7 +122,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let scale = f32::from_bits((((k as i32) + 127) as u32) << 23);
+    let scale = f32::from_bits(((k_bits + 127) as u32) << 23);
     p * scale
 }
 
@@ -162,6 +191,17 @@ mod tests {
             worst = worst.max(error);
         }
         assert!(worst < 2e-6, "largest relative error {worst:e}");
+    }
+
+    #[test]
+    fn slices_match_scalar_bit_for_bit() {
+        // 1003 is not a multiple of any vector width, so the loop's tail runs too.
+        let inputs: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.19).chain([f32::MAX, -1e30, 0.0]).collect();
+        let mut outputs = inputs.clone();
+        apply_to_slice(&mut outputs);
+        for (x, y) in inputs.iter().zip(&outputs) {
+            assert_eq!(y.to_bits(), mish(*x).to_bits(), "mish({x})");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod meta;
 pub mod mish;
 pub mod onnx;
+pub mod pad;
 pub mod pool;
 pub mod precision;
 pub mod quant;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use meta::{ModelMeta, NmsKind, YoloHead};
 pub use precision::{Precision, PrecisionSetting};
 
+use tract_core::knobs::KnobScope;
 use tract_core::prelude::*;
 use tract_linalg::multithread::Executor;
 
@@ -322,7 +324,7 @@ impl Model {
                 Tensor::from_shape(&shape, &halves)
             }
             Precision::Int8 => {
-                let bytes: Vec<i8> = input.data.iter().map(|&x| quant::params::INPUT_PARAMS.quantize(x)).collect();
+                let bytes = quant::params::quantize_input(&input.data);
                 Tensor::from_shape(&shape, &bytes)
             }
         };
@@ -345,16 +347,37 @@ fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str)
             .ok_or_else(|| failed(anyhow::anyhow!("this tract has no f32_to_f16 transform")))?;
         transform.transform(&mut model).map_err(failed)?;
     }
-    let optimised = model.into_optimized().map_err(failed)?;
+    let knobs = float_convolution_knobs().map_err(failed)?;
+    let optimised = knobs.enter(|| model.into_optimized()).map_err(failed)?;
     plan(optimised, precision, threads, name)
+}
+
+/// tract's settings for optimising a float model on this CPU.
+///
+/// On x86_64, tract 0.23.9 runs float convolutions of up to 576 inputs per
+/// output value on long rows as `DirectSpatialConv`, on the calling thread
+/// only. On yolov4 at 416×416 that op took 85–120 ms for layer 1 on one
+/// thread, and an im2col with a matrix product 47 ms (with
+/// [`pad::PadPlanes`]). Without it, `edgedet bench` on the README's AMD EPYC
+/// ran yolov4 f32 in 840–845 ms instead of 900–920 on one thread, and 466–474
+/// instead of 484–526 on two; yolov4-tiny's time stayed the same. On ARM
+/// tract's choice stays, because it was not measured there. A
+/// `TRACT_DISABLE_DIRECT_SPATIAL` set in the environment is left to decide.
+fn float_convolution_knobs() -> TractResult<KnobScope> {
+    const DIRECT_SPATIAL: &str = "TRACT_DISABLE_DIRECT_SPATIAL";
+    if cfg!(target_arch = "x86_64") && std::env::var_os(DIRECT_SPATIAL).is_none() {
+        KnobScope::new([(DIRECT_SPATIAL, "true")])
+    } else {
+        Ok(KnobScope::default())
+    }
 }
 
 /// Builds a runnable plan of an optimised model that uses `threads` threads.
 fn plan(optimised: TypedModel, precision: Precision, threads: usize, name: &str) -> Result<onnx::Plan, ModelError> {
     let failed = |source: anyhow::Error| ModelError::Optimise { path: name.into(), precision, source };
     let mut optimised = optimised;
-    let replaced = pool::replace_pool_ops(&mut optimised).map_err(failed)?;
-    log::debug!("{name} {precision}: {replaced} pooling and upsampling nodes on edgedet's ops");
+    let replaced = pool::replace_plane_ops(&mut optimised).map_err(failed)?;
+    log::debug!("{name} {precision}: {replaced} pooling, upsampling and padding nodes on edgedet's ops");
     // The executor's threads split tract's matrix products and element-wise
     // ops, and edgedet's im2col, pooling and upsampling. tract's
     // concatenation stays on the calling thread.

@@ -9,14 +9,18 @@
 //! vectorises, and split the planes over tract's threads. The same nodes then
 //! took 0.7 ms on one thread.
 //!
-//! [`replace_pool_ops`] swaps them in for tract's nodes of i8 and f32 tensors
-//! in NCHW layout, where every window overlaps the input. Other nodes (index
+//! [`replace_plane_ops`] swaps them in for tract's nodes of i8 and f32 tensors
+//! in NCHW layout, where every window overlaps the input, together with
+//! [`super::pad::PadPlanes`] for tract's constant pads. Other nodes (index
 //! outputs, dilation, other layouts and types) keep tract's op.
 
 use tract_core::internal::*;
+use tract_core::ops::array::Pad;
 use tract_core::ops::cnn::{OptMaxPool, PoolSpec};
 use tract_core::ops::nn::{DataFormat, NearestUpsample};
 use tract_linalg::multithread::par_chunks_mut;
+
+use super::pad::PadPlanes;
 
 /// Name of [`MaxPoolPlanes`] in model dumps and plans.
 pub const MAX_POOL_NAME: &str = "MaxPoolPlanes";
@@ -55,15 +59,15 @@ impl Windows {
     }
 }
 
-/// An op of this module: one NCHW tensor of i8 or f32 values in, one out.
-trait PlanesOp {
+/// An op on the planes of one NCHW tensor of i8 or f32 values, with one output.
+pub(super) trait PlanesOp {
     const NAME: &'static str;
 
     fn eval_t<T: Datum + Copy + PartialOrd>(&self, input: &Tensor) -> TractResult<Tensor>;
 }
 
 /// Runs `op` on its one input with the element type of that input.
-fn eval_planes<O: PlanesOp>(op: &O, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+pub(super) fn eval_planes<O: PlanesOp>(op: &O, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
     let input = args_1!(inputs);
     let output = match input.datum_type() {
         DatumType::I8 => op.eval_t::<i8>(&input)?,
@@ -278,17 +282,27 @@ impl TypedOp for UpsamplePlanes {
     as_op!();
 }
 
-/// Replaces tract's max pools and nearest upsamples of an optimised model
-/// with [`MaxPoolPlanes`] and [`UpsamplePlanes`] where they can stand in, and
-/// returns how many nodes were replaced.
+/// Replaces tract's max pools, nearest upsamples and constant pads of an
+/// optimised model with [`MaxPoolPlanes`], [`UpsamplePlanes`] and
+/// [`PadPlanes`] where they can stand in, and returns how many nodes were
+/// replaced.
 ///
 /// # Errors
 /// tract fails to apply a patch.
-pub fn replace_pool_ops(model: &mut TypedModel) -> TractResult<usize> {
+pub fn replace_plane_ops(model: &mut TypedModel) -> TractResult<usize> {
     let mut replacements: Vec<(usize, Box<dyn TypedOp>)> = Vec::new();
     for node in model.nodes() {
         let Some(fact) = node.inputs.first().map(|input| model.outlet_fact(*input)).transpose()? else { continue };
-        if !matches!(fact.datum_type, DatumType::I8 | DatumType::F32) || fact.rank() != 4 {
+        if !matches!(fact.datum_type, DatumType::I8 | DatumType::F32) {
+            continue;
+        }
+        if let Some(pad) = node.op_as::<Pad>().and_then(PadPlanes::standing_in_for) {
+            if pad.value.datum_type() == fact.datum_type {
+                replacements.push((node.id, Box::new(pad)));
+            }
+            continue;
+        }
+        if fact.rank() != 4 {
             continue;
         }
         if let Some(pool) = node.op_as::<OptMaxPool>() {
@@ -326,7 +340,9 @@ pub fn replace_pool_ops(model: &mut TypedModel) -> TractResult<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pad::PAD_NAME;
     use super::*;
+    use tract_core::ops::array::PadMode;
     use tract_core::ops::cnn::{MaxPool, PaddingSpec};
 
     fn values<T: Datum>(count: usize, seed: u32, make: impl Fn(u32) -> T) -> Tensor {
@@ -438,12 +454,18 @@ mod tests {
         let odd = model
             .wire_node("odd", MaxPool { pool_spec: pool_spec(4, 2, 2, 0, 4), with_index_outputs: None }, &up)
             .unwrap();
-        model.select_output_outlets(&odd).unwrap();
+        let zero = || PadMode::Constant(Arc::new(tensor0(-3i8)));
+        let padded =
+            model.wire_node("pad", Pad { pads: vec![(0, 0), (0, 0), (1, 1), (1, 1)], mode: zero() }, &odd).unwrap();
+        // Padding the channels: tract's op stays.
+        let channels = Pad { pads: vec![(0, 0), (1, 0), (0, 0), (0, 0)], mode: zero() };
+        let padded = model.wire_node("pad_channels", channels, &padded).unwrap();
+        model.select_output_outlets(&padded).unwrap();
         let mut model = model.into_optimized().unwrap();
-        assert_eq!(replace_pool_ops(&mut model).unwrap(), 2);
+        assert_eq!(replace_plane_ops(&mut model).unwrap(), 3);
         let names: Vec<String> = model.nodes().iter().map(|node| node.op.name().to_string()).collect();
-        assert!(names.contains(&MAX_POOL_NAME.to_string()), "{names:?}");
-        assert!(names.contains(&UPSAMPLE_NAME.to_string()), "{names:?}");
-        assert!(names.contains(&"OptMaxPool".to_string()), "{names:?}");
+        for name in [MAX_POOL_NAME, UPSAMPLE_NAME, PAD_NAME, "OptMaxPool", "Pad"] {
+            assert!(names.contains(&name.to_string()), "{name} missing from {names:?}");
+        }
     }
 }

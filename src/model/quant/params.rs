@@ -26,6 +26,31 @@ pub struct QParams {
 /// because the preprocessing produces multiples of 1/255.
 pub const INPUT_PARAMS: QParams = QParams { scale: 1.0 / 255.0, zero_point: -128 };
 
+/// Quantizes a network input with [`INPUT_PARAMS`], as [`QParams::quantize`]
+/// does except that a value exactly halfway between two levels rounds to the
+/// even one.
+///
+/// Every int8 inference converts its 519,168 input values (416×416 RGB), and
+/// `QParams::quantize` calls the C library's `roundf` once per value on
+/// x86_64 without SSE4.1: 4 ms of yolov4-tiny's 42 ms on one thread of the
+/// README's AMD EPYC, all of it on the calling thread. Here adding 1.5 · 2^23
+/// rounds, the level is read from the low bits of that sum, and the clamp is
+/// done on integers, so the loop vectorises.
+pub fn quantize_input(values: &[f32]) -> Vec<i8> {
+    const ROUNDER: f32 = 12_582_912.0;
+    let zero_point = INPUT_PARAMS.zero_point;
+    values
+        .iter()
+        .map(|&real| {
+            // Within ±2^22 the sum keeps the level in its low bits; the clamp
+            // below then saturates as `quantize` does.
+            let scaled = (real / INPUT_PARAMS.scale).clamp(-4096.0, 4096.0);
+            let level = ((scaled + ROUNDER).to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
+            (level + zero_point).clamp(-128, 127) as i8
+        })
+        .collect()
+}
+
 /// The smallest range width a tensor gets, so that a layer calibrated on
 /// constant output (a dead channel group) still has a finite scale.
 const MIN_RANGE: f32 = 1e-6;
@@ -280,6 +305,39 @@ mod tests {
             assert_eq!(i32::from(q), i32::from(pixel) - 128);
             assert!((INPUT_PARAMS.dequantize(q) - real).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn input_quantization_matches_quantize() {
+        let mut values: Vec<f32> = (0..=255u8).map(|pixel| f32::from(pixel) / 255.0).collect();
+        // Interpolated pixels, darknet's grey letterbox fill and values beyond
+        // the range, which saturate.
+        values.extend((0..20_000).map(|i| i as f32 * 0.000_051_3 - 0.013));
+        values.extend([0.5, -1.0, 2.0, -1e30, 1e30, f32::MAX, f32::MIN]);
+        let levels = quantize_input(&values);
+        for (real, level) in values.iter().zip(&levels) {
+            assert_eq!(*level, INPUT_PARAMS.quantize(*real), "{real}");
+        }
+        assert_eq!(
+            levels[..256].iter().map(|&q| i32::from(q) + 128).collect::<Vec<_>>(),
+            (0..=255).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn input_quantization_rounds_halves_to_even() {
+        let mut ties = 0;
+        for level in 0..255 {
+            let real = (level as f32 + 0.5) * INPUT_PARAMS.scale;
+            let scaled = real / INPUT_PARAMS.scale;
+            if scaled.fract().abs() != 0.5 {
+                continue;
+            }
+            ties += 1;
+            let even = if scaled.floor() as i32 % 2 == 0 { scaled.floor() } else { scaled.ceil() };
+            assert_eq!(i32::from(quantize_input(&[real])[0]), even as i32 - 128, "{real}");
+        }
+        assert!(ties > 50, "only {ties} exact halves");
     }
 
     #[test]
