@@ -360,7 +360,7 @@ fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str)
 /// thread, and an im2col with a matrix product 47 ms (with
 /// [`pad::PadPlanes`]). Without it, `edgedet bench` on the README's AMD EPYC
 /// ran yolov4 f32 in 840–845 ms instead of 900–920 on one thread, and 466–474
-/// instead of 484–526 on two; yolov4-tiny's time stayed the same. On ARM
+/// instead of 484–526 on two. yolov4-tiny's time stayed the same. On ARM
 /// tract's choice stays, because it was not measured there. A
 /// `TRACT_DISABLE_DIRECT_SPATIAL` set in the environment is left to decide.
 fn float_convolution_knobs() -> TractResult<KnobScope> {

@@ -3,9 +3,9 @@
 //!
 //! tract 0.23.9 runs int8 matrix products on such CPUs with its
 //! `avx2_mmm_i32_8x8` kernel. That kernel loads its operands with a legacy
-//! SSE `movq` between AVX2 instructions. On the AMD EPYC VM of the README's
-//! benchmark each such switch cost about 100 ns, and int8 yolov4-tiny ran 55
-//! times slower than f32. No setting of tract avoids it, so edgedet brings
+//! SSE `movq` between AVX2 instructions. On an AMD EPYC VM with AVX2 and no
+//! VNNI, each such switch cost about 100 ns, and int8 yolov4-tiny ran 55 times
+//! slower than f32. No setting of tract avoids it, so edgedet brings
 //! its own kernel, written with Rust's AVX2 intrinsics, which the compiler
 //! encodes as VEX throughout.
 //!
@@ -29,7 +29,7 @@
 //! rarer ones go through tract's own scalar routines. A first version did
 //! all of them in scalar code and spent half of its time there.
 //!
-//! Known limits were measured on the AMD EPYC VM of the README, with panels
+//! Known limits were measured on that AMD EPYC VM, with panels
 //! in the L1 cache. This inner loop does 71 G products a second on one core.
 //! The same loop broadcasting B instead of A does 60 G, tract's f32 FMA
 //! kernel 50 G, and a plain `vpmaddubsw` loop without the sign trick 95 G.

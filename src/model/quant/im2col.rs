@@ -14,7 +14,7 @@
 //! The `timing` test at the end of this file runs the 14 im2col layers of
 //! yolov4-tiny at 416×416 on one thread. On a Xeon with AVX512-VNNI and AMX
 //! shared with other builds, tract's op took 25 ms there and this one 5 to 6 ms.
-//! On the 2-core AMD EPYC VM of the README's benchmark, tract's took 43 ms and
+//! On a 2-core AMD EPYC VM with AVX2 and no VNNI, tract's took 43 ms and
 //! this one 6.0 ms (r = 8).
 //!
 //! Grouped convolutions, kernels that are not 2-D, inputs that are not i8 and
