@@ -13,6 +13,8 @@
 use tract_core::internal::*;
 use tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 
+use super::rounding::{round_ties_even, round_to_i32};
+
 /// Name of the op, as profiles and plan summaries show it.
 pub const OP_NAME: &str = "Mish";
 
@@ -100,19 +102,15 @@ pub fn mish(x: f32) -> f32 {
 /// library calls so that loops over it vectorise (`f32::exp` calls libm).
 ///
 /// `x = k ln 2 + r` with `|r| ≤ ln 2 / 2`; `e^r` is its Taylor polynomial to
-/// degree 7, and `2^k` is built in the exponent bits. Adding 1.5 · 2^23 rounds
-/// `x / ln 2` to the integer k and leaves k in the low bits of the sum, where
-/// it is read. `f32::round` is a library call on x86_64 without SSE4.1. A cast
-/// `as i32` saturates lane by lane in scalar code, and made this loop twice as
+/// degree 7, and `2^k` is built in the exponent bits. k comes from
+/// [`round_to_i32`] rather than a cast `as i32`, which made this loop twice as
 /// slow.
 #[inline]
 fn exp(x: f32) -> f32 {
-    const ROUNDER: f32 = 12_582_912.0;
     const LN2_HIGH: f32 = 0.693_145_75;
     const LN2_LOW: f32 = 1.428_606_8e-6;
-    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
-    let k = shifted - ROUNDER;
-    let k_bits = (shifted.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
+    let k = round_ties_even(x * std::f32::consts::LOG2_E);
+    let k_bits = round_to_i32(x * std::f32::consts::LOG2_E);
     let r = x - k * LN2_HIGH - k * LN2_LOW;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;

@@ -12,6 +12,7 @@ pub mod pad;
 pub mod pool;
 pub mod precision;
 pub mod quant;
+pub mod rounding;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ use tract_core::internal::*;
 use tract_linalg::multithread::par_chunks_mut;
 
 use super::params::QParams;
+use crate::model::rounding::round_to_i32;
 
 /// `out = quantize(dequantize_a(a) + dequantize_b(b))`, element-wise, same
 /// shapes, with halves rounded to even, split across tract's threads.
@@ -70,15 +71,11 @@ impl EvalOp for QuantizedAdd {
 /// Rounds to the nearest integer, halves to even, and saturates to i8. The
 /// sum of two dequantized i8 values is always finite, so NaN needs no case.
 ///
-/// Adding 1.5 · 2^23 rounds and leaves the integer in the low bits of the
-/// sum, so the loop vectorises. `f32::round` is a library call on x86_64
-/// without SSE4.1: the shortcuts of yolov4 int8 spent most of their time in it.
+/// The shortcuts of yolov4 int8 spent most of their time in `f32::round`, a
+/// library call on x86_64 without SSE4.1, before they used [`round_to_i32`].
 #[inline]
 fn round_to_i8(value: f32) -> i8 {
-    const ROUNDER: f32 = 12_582_912.0;
-    let value = value.clamp(-256.0, 256.0);
-    let level = ((value + ROUNDER).to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
-    level.clamp(-128, 127) as i8
+    round_to_i32(value.clamp(-256.0, 256.0)).clamp(-128, 127) as i8
 }
 
 impl TypedOp for QuantizedAdd {
