@@ -380,8 +380,8 @@ fn plan(optimised: TypedModel, precision: Precision, threads: usize, name: &str)
     let replaced = pool::replace_plane_ops(&mut optimised).map_err(failed)?;
     log::debug!("{name} {precision}: {replaced} pooling, upsampling and padding nodes on edgedet's ops");
     // The executor's threads split tract's matrix products and element-wise
-    // ops, and edgedet's im2col, pooling and upsampling. tract's
-    // concatenation stays on the calling thread.
+    // ops, and edgedet's im2col, shortcuts, padding, pooling and upsampling.
+    // tract's concatenation stays on the calling thread.
     let executor = (threads > 1).then(|| Executor::multithread_with_name(threads, "edgedet-infer"));
     let options = RunOptions { executor, ..RunOptions::default() };
     optimised.into_runnable_with_options(&options).map_err(failed)

@@ -59,7 +59,7 @@ impl Windows {
     }
 }
 
-/// An op on the planes of one NCHW tensor of i8 or f32 values, with one output.
+/// An op on the planes (the last two axes) of one tensor of i8 or f32 values, with one output.
 pub(super) trait PlanesOp {
     const NAME: &'static str;
 
