@@ -109,8 +109,9 @@ pub fn mish(x: f32) -> f32 {
 fn exp(x: f32) -> f32 {
     const LN2_HIGH: f32 = 0.693_145_75;
     const LN2_LOW: f32 = 1.428_606_8e-6;
-    let k = round_ties_even(x * std::f32::consts::LOG2_E);
-    let k_bits = round_to_i32(x * std::f32::consts::LOG2_E);
+    let in_log2 = x * std::f32::consts::LOG2_E;
+    let k = round_ties_even(in_log2);
+    let k_bits = round_to_i32(in_log2);
     let r = x - k * LN2_HIGH - k * LN2_LOW;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;

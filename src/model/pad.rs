@@ -2,15 +2,14 @@
 //! tract's `Pad` in optimised plans.
 //!
 //! tract pads the input of a float convolution explicitly before its im2col.
-//! tract 0.23.9's `Pad` writes one value at a time through a generic
-//! n-dimensional loop, on the calling thread only. On yolov4 at 416×416 f32,
-//! its 40 pads took 12 ms on one thread and 14 ms on two, where edgedet's
-//! take 3.5 ms.
-//! [`PadPlanes`] copies whole rows between constant borders and splits the
-//! planes over tract's threads.
+//! tract 0.23.9's `Pad` fills the whole output with the constant, then copies
+//! the input through an ndarray view of dynamic rank, on the calling thread.
+//! On yolov4 at 416×416 f32, its 40 pads took 8–12 ms on one thread and 12–23
+//! ms on two in `bench --profile`. [`PadPlanes`] copies whole rows between
+//! constant borders and splits the planes over tract's threads: 3.5 ms.
 //!
 //! [`PadPlanes::standing_in_for`] takes tract's pads of i8 and f32 tensors
-//! with a constant value on the last two axes only; any other `Pad` keeps
+//! with a constant value on the last two axes only. Any other `Pad` keeps
 //! tract's op.
 
 use tract_core::internal::*;
@@ -22,7 +21,7 @@ use super::pool::{eval_planes, PlanesOp};
 /// Name of [`PadPlanes`] in model dumps and plans.
 pub const PAD_NAME: &str = "PadPlanes";
 
-/// Pads the last two axes (height and width) of a tensor of i8 or f32 values with a constant.
+/// Constant padding of the last two axes (height and width) of a tensor of i8 or f32 values.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PadPlanes {
     /// Rows above and below each plane.
@@ -50,7 +49,7 @@ impl PadPlanes {
 
     fn output_shape<D: Clone + std::ops::Add<usize, Output = D>>(&self, shape: &[D]) -> TractResult<TVec<D>> {
         let [planes @ .., height, width] = shape else {
-            bail!("{PAD_NAME} takes tensors of two axes or more, found {}", shape.len())
+            bail!("invalid {PAD_NAME} input: expected two axes or more, found {}", shape.len())
         };
         let mut output: TVec<D> = planes.iter().cloned().collect();
         output.push(height.clone() + (self.rows.0 + self.rows.1));
