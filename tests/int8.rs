@@ -151,16 +151,24 @@ fn int8_convolutions_use_fused_integer_kernels() {
     // Activations are lookup tables: 19 hidden convolutions, all leaky.
     assert_eq!(summary.ops.get("LookupTable"), Some(&19), "{:?}", summary.ops);
     // Float appears only where the two heads turn their accumulators into floats.
+    // A reshape there is free: the head's pointwise convolution ran over one
+    // row of pixels, and tract may restore the H×W shape after the cast.
     let float: Vec<String> = summary.float_nodes.iter().map(|n| format!("{} ({})", n.node, n.op)).collect();
     println!("float nodes: {float:?}");
     let head_convs = ["l29", "l36"];
-    let is_head_output =
-        |name: &str| head_convs.iter().any(|head| name == format!("{head}.float") || name == format!("{head}.head"));
+    let is_head_output = |name: &str, op: &str| {
+        head_convs.iter().any(|head| {
+            name == format!("{head}.float")
+                || name == format!("{head}.head")
+                || (name == format!("{head}.conv.as_plane") && op == "IntoShape")
+        })
+    };
     assert!(
-        summary.float_nodes.iter().all(|n| is_head_output(&n.node)),
+        summary.float_nodes.iter().all(|n| is_head_output(&n.node, &n.op)),
         "float nodes between quantized layers: {float:?}"
     );
-    assert_eq!(summary.float_nodes.len(), 4, "{float:?}");
+    let computing = summary.float_nodes.iter().filter(|n| n.op != "IntoShape").count();
+    assert_eq!(computing, 4, "{float:?}");
 }
 
 /// Reports whether tract found an x86 int8 dot-product extension on this CPU

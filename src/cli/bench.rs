@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detector::{Detector, DetectorOptions};
 use crate::model::darknet;
+use crate::model::inspect::NodeTime;
 use crate::model::{onnx, InputSize, Model, ModelSpec, Precision};
 use crate::motion::{MotionConfig, MotionGate};
 use crate::preprocess::{load_image, prepare_input, ResizeMode, RgbImage};
@@ -87,9 +88,9 @@ pub struct BenchArgs {
     /// motion gating (an object moves through a tenth of them); 0 skips it.
     #[arg(long, default_value_t = 120)]
     pub motion_frames: usize,
-    /// Instead of timing, run each edgedet precision once after the warm-up,
-    /// on the first of --threads (default 1), and print the slowest nodes of
-    /// tract's plan (this many, per precision).
+    /// Instead of timing, run each edgedet precision --runs times after the
+    /// warm-up, on the first of --threads (default 1), and print the nodes of
+    /// tract's plan with the largest median times (this many, per precision).
     #[arg(long, value_name = "NODES")]
     pub profile: Option<usize>,
 }
@@ -451,9 +452,18 @@ fn profile(args: &BenchArgs, nodes: usize) -> anyhow::Result<()> {
         for _ in 0..args.warmup {
             model.run(&input)?;
         }
-        let times = model.profile(&input)?;
+        let runs = args.runs.max(1);
+        let mut profiles = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            profiles.push(model.profile(&input)?);
+        }
+        let times = median_node_times(&profiles);
         let total: f64 = times.iter().map(|t| t.millis).sum();
-        text += &format!("{} on {threads} thread(s): {total:.1} ms in {} nodes\n", model.description(), times.len());
+        text += &format!(
+            "{} on {threads} thread(s): {total:.1} ms in {} nodes (per-node medians of {runs} runs)\n",
+            model.description(),
+            times.len()
+        );
         for time in times.iter().take(nodes) {
             text += &format!(
                 "{:>9.2} ms {:>5.1}%  {:<28} {}\n",
@@ -466,6 +476,29 @@ fn profile(args: &BenchArgs, nodes: usize) -> anyhow::Result<()> {
     }
     write_stdout(&text)?;
     Ok(())
+}
+
+/// Each node's median time over several profiled inferences, slowest first.
+/// One inference on a virtual machine can put a node at twice its usual time.
+fn median_node_times(profiles: &[Vec<NodeTime>]) -> Vec<NodeTime> {
+    let mut by_node: Vec<(NodeTime, Vec<f64>)> = Vec::new();
+    for profile in profiles {
+        for time in profile {
+            match by_node.iter_mut().find(|(node, _)| node.node == time.node) {
+                Some((_, samples)) => samples.push(time.millis),
+                None => by_node.push((time.clone(), vec![time.millis])),
+            }
+        }
+    }
+    let mut times: Vec<NodeTime> = by_node
+        .into_iter()
+        .map(|(node, mut samples)| {
+            samples.sort_by(f64::total_cmp);
+            NodeTime { millis: samples[samples.len() / 2], ..node }
+        })
+        .collect();
+    times.sort_by(|a, b| b.millis.total_cmp(&a.millis));
+    times
 }
 
 fn run_edgedet_variant(

@@ -51,7 +51,7 @@ impl FromStr for InputSize {
                 .map_err(|_| format!("invalid input size {text:?}: expected WIDTHxHEIGHT, such as 416x416"))
         };
         let size = InputSize { width: parse(w)?, height: parse(h)? };
-        if size.width == 0 || size.height == 0 || size.width % 32 != 0 || size.height % 32 != 0 {
+        if size.width == 0 || size.height == 0 || !size.width.is_multiple_of(32) || !size.height.is_multiple_of(32) {
             return Err(format!(
                 "invalid input size {text}: width and height must be non-zero multiples of 32 (the networks downsample by 32), such as 416x416 or 608x608"
             ));

@@ -133,7 +133,7 @@ fn check_outputs(model: &TypedModel, meta: &ModelMeta) -> Result<(), String> {
         }
         let shape = fact.shape.as_concrete().ok_or_else(|| format!("output {index} has no fixed shape"))?;
         let channels = head.mask.len() * (5 + meta.classes);
-        let fits = |grid: usize, extent: u32| grid > 0 && extent as usize % grid == 0;
+        let fits = |grid: usize, extent: u32| grid > 0 && (extent as usize).is_multiple_of(grid);
         let ok = shape.len() == 4
             && shape[0] == 1
             && shape[1] == channels

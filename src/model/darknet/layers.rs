@@ -377,7 +377,7 @@ fn convolution(reader: &mut SectionReader<'_>, input: Shape) -> Result<(LayerKin
     if reader.raw("share_index").is_some() {
         return Err(reader.section_error("share_index (weights shared with another layer) is not supported".into()));
     }
-    if input.channels % groups != 0 || filters % groups != 0 {
+    if !input.channels.is_multiple_of(groups) || filters % groups != 0 {
         return Err(reader.section_error(format!(
             "groups={groups} does not divide the {} input channels and {filters} filters",
             input.channels
@@ -443,7 +443,7 @@ fn route(reader: &mut SectionReader<'_>, index: usize, layers: &[Layer]) -> Resu
                 inputs[0], first.width, first.height, shape.width, shape.height
             )));
         }
-        if shape.channels % groups != 0 {
+        if !shape.channels.is_multiple_of(groups) {
             return Err(reader.section_error(format!(
                 "groups={groups} does not divide the {} channels of layer {input}",
                 shape.channels

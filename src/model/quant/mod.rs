@@ -15,7 +15,10 @@ pub mod calibrate;
 pub mod equalize;
 pub mod graph;
 pub mod im2col;
+#[cfg(target_arch = "x86_64")]
+pub mod lut;
 pub mod params;
+pub mod pointwise;
 
 use std::path::{Path, PathBuf};
 
@@ -332,7 +335,7 @@ impl Int8Network {
             return self.optimised_on_tract_im2col();
         }
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::InBias)?;
-        let mut model = built.model.into_optimized().map_err(QuantError::Graph)?;
+        let mut model = optimise(built.model)?;
         let pads = built.im2col_pads;
         let replaced = im2col::replace_im2col_with_pad(&mut model, |name, tract_pad| {
             pads.iter().find(|(node, _)| node == name).map_or(tract_pad, |(_, pad)| *pad)
@@ -353,11 +356,21 @@ impl Int8Network {
     ///
     fn optimised_on_tract_im2col(&self) -> Result<tract_core::prelude::TypedModel, QuantError> {
         let built = graph::build(&self.network, &self.params, &self.tensors, graph::ZeroPoints::ToTract)?;
-        let model = built.model.into_optimized().map_err(QuantError::Graph)?;
+        let model = optimise(built.model)?;
         log::debug!(
             "int8: this CPU's kernel packs its input another way; {} convolutions on tract's im2col",
             im2col::tract_im2col_nodes(&model).len()
         );
         Ok(model)
     }
+}
+
+/// Declutters and optimises an int8 graph, with its pointwise convolutions
+/// made one matrix product each in between ([`pointwise`]).
+fn optimise(mut model: tract_core::prelude::TypedModel) -> Result<tract_core::prelude::TypedModel, QuantError> {
+    model.declutter().map_err(QuantError::Graph)?;
+    let rows = pointwise::rows_as_one(&mut model).map_err(QuantError::Graph)?;
+    log::debug!("int8: {rows} pointwise convolutions run over whole images");
+    model.optimize().map_err(QuantError::Graph)?;
+    Ok(model)
 }
