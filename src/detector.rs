@@ -1,5 +1,6 @@
 //! One frame through the model: preprocess, inference, decode, with timings.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,11 +29,13 @@ impl Default for DetectorOptions {
 pub struct Detector {
     model: Arc<Model>,
     options: DetectorOptions,
+    /// Whether the NMS candidate cap was already reported, shared by clones.
+    overflow_logged: Arc<AtomicBool>,
 }
 
 impl Detector {
     pub fn new(model: Arc<Model>, options: DetectorOptions) -> Detector {
-        Detector { model, options }
+        Detector { model, options, overflow_logged: Arc::new(AtomicBool::new(false)) }
     }
 
     pub fn model(&self) -> &Model {
@@ -59,7 +62,17 @@ impl Detector {
 
         let threshold = self.options.threshold;
         let mut candidates = decode::decode_heads(meta, &outputs, &input.placement, threshold);
-        decode::suppress(&mut candidates, meta.classes, self.options.nms_threshold, meta.nms_kind, meta.beta_nms);
+        let overflow =
+            decode::suppress(&mut candidates, meta.classes, self.options.nms_threshold, meta.nms_kind, meta.beta_nms);
+        if overflow.dropped > 0 && !self.overflow_logged.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "{}: NMS dropped the {} weakest candidates of {} classes in one frame, over its cap of {} per class (untrained or broken weights make most boxes candidates); this warning is logged once",
+                self.model.description(),
+                overflow.dropped,
+                overflow.classes,
+                decode::MAX_CANDIDATES_PER_CLASS
+            );
+        }
         let detections =
             decode::to_detections(&candidates, self.model.labels(), image.width(), image.height(), threshold);
         let finished = Instant::now();

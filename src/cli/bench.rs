@@ -478,8 +478,8 @@ fn profile(args: &BenchArgs, nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each node's median time over several profiled inferences, slowest first.
-/// One inference on a virtual machine can put a node at twice its usual time.
+/// Returns each node's median time over several profiled inferences, slowest first.
+/// On a virtual machine, one inference can put a node far from its usual time.
 fn median_node_times(profiles: &[Vec<NodeTime>]) -> Vec<NodeTime> {
     let mut by_node: Vec<(NodeTime, Vec<f64>)> = Vec::new();
     for profile in profiles {

@@ -10,7 +10,7 @@
 pub mod nms;
 pub mod yolo;
 
-pub use nms::suppress;
+pub use nms::{suppress, Overflow, MAX_CANDIDATES_PER_CLASS};
 pub use yolo::{decode_heads, head_rows, AnchorRow, Candidate, RelativeBox};
 
 use crate::detection::{BoundingBox, Detection};

@@ -53,12 +53,31 @@ fn overlap(kind: NmsKind, beta: f32, a: &RelativeBox, b: &RelativeBox) -> f32 {
     }
 }
 
+/// Maximum candidates of one class that NMS compares pairwise in a frame.
+/// yolov4-tiny's trained weights give a few dozen per class on the test
+/// photos. Untrained or broken weights can make all of yolov4's 10,647 boxes
+/// candidates of every class, and the pairwise comparison then takes seconds
+/// a frame. Past this many, the weakest candidates of the class are dropped.
+pub const MAX_CANDIDATES_PER_CLASS: usize = 1000;
+
+/// The candidates that [`suppress`] dropped unseen because a class had more
+/// than [`MAX_CANDIDATES_PER_CLASS`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overflow {
+    /// Classes with more candidates than the cap.
+    pub classes: usize,
+    /// Candidates dropped over all those classes.
+    pub dropped: usize,
+}
+
 /// Zeroes, class by class, the score of every candidate that overlaps a
-/// stronger candidate of the same class by more than `threshold`.
+/// stronger candidate of the same class by more than `threshold`, and returns
+/// what the per-class cap dropped.
 ///
 /// Equal scores are ordered by box position, so the result does not depend on
 /// the order of `candidates`.
-pub fn suppress(candidates: &mut [Candidate], classes: usize, threshold: f32, kind: NmsKind, beta: f32) {
+pub fn suppress(candidates: &mut [Candidate], classes: usize, threshold: f32, kind: NmsKind, beta: f32) -> Overflow {
+    let mut overflow = Overflow::default();
     let mut order: Vec<usize> = Vec::with_capacity(candidates.len());
     for class in 0..classes {
         order.clear();
@@ -72,6 +91,14 @@ pub fn suppress(candidates: &mut [Candidate], classes: usize, threshold: f32, ki
                 .then(a.bbox.w.total_cmp(&b.bbox.w))
                 .then(a.bbox.h.total_cmp(&b.bbox.h))
         });
+        if order.len() > MAX_CANDIDATES_PER_CLASS {
+            overflow.classes += 1;
+            overflow.dropped += order.len() - MAX_CANDIDATES_PER_CLASS;
+            for &weak in &order[MAX_CANDIDATES_PER_CLASS..] {
+                candidates[weak].scores[class] = 0.0;
+            }
+            order.truncate(MAX_CANDIDATES_PER_CLASS);
+        }
         for (position, &keeper) in order.iter().enumerate() {
             if candidates[keeper].scores[class] == 0.0 {
                 continue;
@@ -91,6 +118,7 @@ pub fn suppress(candidates: &mut [Candidate], classes: usize, threshold: f32, ki
             }
         }
     }
+    overflow
 }
 
 #[cfg(test)]
@@ -130,6 +158,31 @@ mod tests {
         assert_eq!(candidates[0].scores, vec![0.0, 0.0]);
         assert_eq!(candidates[1].scores, vec![0.9, 0.7]);
         assert_eq!(candidates[2].scores, vec![0.5, 0.0]);
+    }
+
+    #[test]
+    fn class_overflow_keeps_strongest() {
+        // Disjoint boxes, so NMS alone would keep them all. Class 0 has 5
+        // candidates more than the cap, and class 1 has 10.
+        let count = MAX_CANDIDATES_PER_CLASS + 5;
+        let mut candidates: Vec<Candidate> = (0..count)
+            .map(|i| {
+                let x = (i % 40) as f32 / 40.0;
+                let y = (i / 40) as f32 / 40.0;
+                let class_1 = if i < 10 { 0.5 } else { 0.0 };
+                candidate(x, y, 0.01, 0.01, vec![0.3 + i as f32 * 1e-4, class_1])
+            })
+            .collect();
+
+        let overflow = suppress(&mut candidates, 2, 0.45, NmsKind::Default, 0.6);
+
+        assert_eq!(overflow, Overflow { classes: 1, dropped: 5 });
+        // The 5 weakest of class 0 are the first 5 built.
+        let kept: Vec<bool> = candidates.iter().map(|c| c.scores[0] > 0.0).collect();
+        assert!(kept[..5].iter().all(|&k| !k), "{:?}", &kept[..5]);
+        assert!(kept[5..].iter().all(|&k| k));
+        let class_1 = candidates.iter().filter(|c| c.scores[1] > 0.0).count();
+        assert_eq!(class_1, 10);
     }
 
     #[test]
