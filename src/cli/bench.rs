@@ -89,8 +89,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 120)]
     pub motion_frames: usize,
     /// Instead of timing, run each edgedet precision --runs times after the
-    /// warm-up, on the first of --threads (default 1), and print the nodes of
-    /// tract's plan with the largest median times (this many, per precision).
+    /// warm-up, with the first thread count that --threads lists, and print
+    /// the nodes of tract's plan with the largest median times (this many,
+    /// per precision) after the sum of all nodes' medians.
     #[arg(long, value_name = "NODES")]
     pub profile: Option<usize>,
 }
@@ -443,6 +444,7 @@ fn profile(args: &BenchArgs, nodes: usize) -> anyhow::Result<()> {
     let mut text = String::new();
     for &precision in &args.precisions {
         if precision == Precision::F16 && !crate::model::precision::cpu_has_fp16() {
+            text += "f16: skipped, this CPU has no FP16 arithmetic\n";
             continue;
         }
         let model = Model::load(&spec(args, precision, threads)).context("loading the model")?;
