@@ -379,3 +379,42 @@ fn run_candidate(
     };
     Ok(Some(Run { median_ms: times[TIMED_RUNS / 2], detections, before_nms }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_timings_read_back_exactly() {
+        let key = ChoiceKey {
+            model_sha256: "0".repeat(64),
+            weights_sha256: None,
+            calibration_sha256: None,
+            samples_sha256: "1".repeat(64),
+            input_size: None,
+            threads: 1,
+            edgedet: "0.1.0".into(),
+            tract: TRACT_VERSION.into(),
+            cpu: "x86_64".into(),
+        };
+        // serde_json without `float_roundtrip` read this value back one unit
+        // in the last place off, and a cached choice then differed from the timed one.
+        let timings = [(Precision::F32, 176.236534), (Precision::Int8, 377.515_861_999_999_97)];
+        let choice = Choice {
+            format: CACHE_FORMAT.into(),
+            key: key.clone(),
+            precision: Precision::F32,
+            inference_ms: timings.into_iter().collect(),
+            rejected: BTreeMap::new(),
+            cached: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choice.json");
+
+        write_cache(&path, &choice).unwrap();
+        let read = read_cache(&path, &key).expect("the cached choice");
+
+        assert!(read.cached);
+        assert_eq!(read.inference_ms, choice.inference_ms);
+    }
+}
