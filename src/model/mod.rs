@@ -386,7 +386,7 @@ fn float_convolution_knobs() -> TractResult<KnobScope> {
 /// NOTE: Intel CPUs with one 512-bit port keep tract's choice, because
 /// tract's authors measured the wide kernel slower on one of them and no
 /// Intel CPU was measured here.
-/// The knob must be set before any load, because tract keeps its first answer.
+/// The knob must be set before any load, because tract memoises its first probe result.
 fn prefer_wide_int8_tiles() {
     #[cfg(target_arch = "x86_64")]
     {
@@ -401,7 +401,9 @@ fn prefer_wide_int8_tiles() {
                 return;
             }
             if let Err(error) = tract_core::knobs::set_config_global("TRACT_AVX512_FMA_UNITS", "2") {
-                log::warn!("setting tract's TRACT_AVX512_FMA_UNITS to 2 failed: {error}; int8 keeps tract's kernel choice");
+                log::warn!(
+                    "setting tract's TRACT_AVX512_FMA_UNITS to 2 failed: {error}; int8 keeps tract's kernel choice"
+                );
             }
         });
     }
