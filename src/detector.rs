@@ -66,7 +66,7 @@ impl Detector {
             decode::suppress(&mut candidates, meta.classes, self.options.nms_threshold, meta.nms_kind, meta.beta_nms);
         if overflow.dropped > 0 && !self.overflow_logged.swap(true, Ordering::Relaxed) {
             log::warn!(
-                "{}: {} classes had more than {} candidates each in one frame, so NMS dropped the weakest {} of them (untrained or broken weights make most boxes candidates); this warning is logged once",
+                "{}: {} classes had more than {} candidates each in one frame, so NMS dropped the {} weakest candidates; untrained or broken weights can do this, so check the weights file (this warning is logged once)",
                 self.model.description(),
                 overflow.classes,
                 decode::MAX_CANDIDATES_PER_CLASS,
