@@ -167,8 +167,8 @@ fn int8_convolutions_use_fused_integer_kernels() {
         summary.float_nodes.iter().all(|n| is_head_output(&n.node, &n.op)),
         "float nodes between quantized layers: {float:?}"
     );
-    let computing = summary.float_nodes.iter().filter(|n| n.op != "IntoShape").count();
-    assert_eq!(computing, 4, "{float:?}");
+    let computing_nodes = summary.float_nodes.iter().filter(|n| n.op != "IntoShape").count();
+    assert_eq!(computing_nodes, 4, "{float:?}");
 }
 
 /// Reports whether tract found an x86 int8 dot-product extension on this CPU
