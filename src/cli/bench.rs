@@ -89,9 +89,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 120)]
     pub motion_frames: usize,
     /// Instead of timing, run each edgedet precision --runs times after the
-    /// warm-up, with the first thread count that --threads lists, and print
-    /// the nodes of tract's plan with the largest median times (this many,
-    /// per precision) after the sum of all nodes' medians.
+    /// warm-up, with the first thread count of --threads. Then print the sum
+    /// of all nodes' medians and this many nodes of tract's plan with the
+    /// largest median times, per precision.
     #[arg(long, value_name = "NODES")]
     pub profile: Option<usize>,
 }
