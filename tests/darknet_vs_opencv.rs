@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use edgedet::decode::{head_rows, AnchorRow};
 use edgedet::model::darknet::weights_layout;
-use edgedet::model::{Model, ModelSpec};
+use edgedet::model::{winograd, Model, ModelSpec};
 use edgedet::preprocess::{load_image, prepare_input, NetworkInput, ResizeMode};
 
 use synthetic_weights::{conv_roles, write_weights, HeaderVersion};
@@ -148,14 +148,21 @@ fn edgedet_rows(cfg: &Path, weights: &Path, input: &NetworkInput) -> Vec<Vec<Anc
         ..ModelSpec::new(cfg)
     };
     let model = Model::load(&spec).unwrap_or_else(|error| panic!("loading {}: {error:#}", cfg.display()));
-    // Every Mish runs as edgedet's one-pass op, so the comparison checks it.
+    // Every Mish runs as edgedet's one-pass op or inside a Winograd
+    // convolution, which calls the same function, so the comparison checks it.
     let cfg_text = std::fs::read_to_string(cfg).expect("reading the cfg");
     let mish_layers = cfg_text.lines().filter(|line| line.replace(' ', "") == "activation=mish").count();
-    let ops = model.summary().ops;
-    assert_eq!(ops.get("Mish").copied().unwrap_or(0), mish_layers, "{}: {ops:?}", cfg.display());
+    let summary = model.summary();
+    let ops = &summary.ops;
+    let mish_ops = ops.get("Mish").copied().unwrap_or(0);
+    let fused = summary.fused_activations.get("Mish").copied().unwrap_or(0);
+    assert_eq!(mish_ops + fused, mish_layers, "{}: {ops:?}, fused {:?}", cfg.display(), summary.fused_activations);
     if mish_layers > 0 {
+        assert!(fused > 0, "{}: no Mish inside a Winograd convolution: {ops:?}", cfg.display());
         assert!(!ops.contains_key("Tanh"), "{}: a Mish left unfused: {ops:?}", cfg.display());
     }
+    // Every cfg here has 3×3 convolutions of stride 1, which run on Winograd's algorithm in f32.
+    assert!(ops.get(winograd::OP_NAME).is_some_and(|&n| n > 0), "{}: no Winograd convolution: {ops:?}", cfg.display());
     let heads = model.run(input).unwrap_or_else(|error| panic!("running {}: {error:#}", cfg.display()));
 
     let meta = model.meta();

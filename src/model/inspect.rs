@@ -9,6 +9,8 @@ use std::sync::Arc;
 use tract_core::ops::matmul::optimized::OptMatMul;
 use tract_core::prelude::*;
 
+use super::winograd::WinogradConv;
+
 /// One matrix product of the optimised plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatMulNode {
@@ -33,6 +35,9 @@ pub struct PlanSummary {
     pub ops: BTreeMap<String, usize>,
     /// Nodes computing in float, apart from constants and the input.
     pub float_nodes: Vec<FloatNode>,
+    /// Activations that run inside another op rather than as nodes of their
+    /// own, by name (`Mish`, `LeakyRelu`): those of Winograd convolutions.
+    pub fused_activations: BTreeMap<String, usize>,
 }
 
 impl PlanSummary {
@@ -45,6 +50,13 @@ impl PlanSummary {
                     node: node.name.clone(),
                     kernels: matmul.mmm.iter().map(|k| k.name().to_string()).collect(),
                 });
+            } else if let Some(winograd) = node.op_as::<WinogradConv>() {
+                summary
+                    .matmuls
+                    .push(MatMulNode { node: node.name.clone(), kernels: vec![winograd.kernel_name().into()] });
+                if let Some(activation) = winograd.activation.name() {
+                    *summary.fused_activations.entry(activation.into()).or_default() += 1;
+                }
             }
             let is_float = node.outputs.iter().any(|o| o.fact.datum_type.is_float());
             if is_float && op != "Const" && op != "Source" {

@@ -13,6 +13,7 @@ pub mod pool;
 pub mod precision;
 pub mod quant;
 pub mod rounding;
+pub mod winograd;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -342,6 +343,10 @@ fn optimise(model: TypedModel, precision: Precision, threads: usize, name: &str)
     let fused = mish::fuse_mish(&mut model).map_err(failed)?;
     if fused > 0 {
         log::debug!("{name}: {fused} Mish activations fused into one op each");
+    }
+    if precision == Precision::F32 {
+        let replaced = winograd::replace_convolutions(&mut model).map_err(failed)?;
+        log::debug!("{name}: {replaced} 3x3 convolutions on {}", winograd::OP_NAME);
     }
     if precision == Precision::F16 {
         let transform = tract_core::transform::get_transform("f32_to_f16")
