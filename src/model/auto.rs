@@ -60,6 +60,8 @@ pub struct ChoiceKey {
     pub tract: String,
     /// tract's name for the instruction sets it found, such as `avx,fma,avx2`.
     pub cpu: String,
+    /// Whether f32 runs its 3×3 convolutions on Winograd's algorithm (`EDGEDET_WINOGRAD`).
+    pub winograd: bool,
 }
 
 /// The outcome of `auto`: the precision to run and how it was found.
@@ -198,6 +200,7 @@ fn choice_key(spec: &ModelSpec, samples: &[PathBuf]) -> Result<ChoiceKey, ModelE
         edgedet: env!("CARGO_PKG_VERSION").to_string(),
         tract: TRACT_VERSION.to_string(),
         cpu: format!("{:?}", tract_linalg::isa::native()),
+        winograd: super::winograd::switched_on(),
     })
 }
 
@@ -396,6 +399,7 @@ mod tests {
             edgedet: "0.1.0".into(),
             tract: TRACT_VERSION.into(),
             cpu: "x86_64".into(),
+            winograd: true,
         };
         // serde_json without `float_roundtrip` read this value back one unit
         // in the last place off, and a cached choice then differed from the timed one.

@@ -249,13 +249,18 @@ impl Model {
         };
         let labels = read_labels(spec.names.as_deref(), meta.classes)?;
         let model = Model { meta, labels, plan, precision, threads };
+        let summary = model.summary();
+        let winograd = match summary.ops.get(winograd::OP_NAME) {
+            Some(count) => format!(", {count} of them for 3x3 convolutions on Winograd's algorithm"),
+            None => String::new(),
+        };
         log::info!(
-            "{}: loaded in {} ms ({} ms reading, {} ms optimising), matrix kernels {}",
+            "{}: loaded in {} ms ({} ms reading, {} ms optimising), matrix kernels {}{winograd}",
             model.description(),
             started.elapsed().as_millis(),
             read.as_millis(),
             (started.elapsed() - read).as_millis(),
-            model.summary().kernel_counts()
+            summary.kernel_counts()
         );
         Ok(model)
     }

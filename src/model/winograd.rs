@@ -54,8 +54,8 @@ use super::mish::{self, Mish};
 /// Name of [`WinogradConv`] in model dumps and plans.
 pub const OP_NAME: &str = "WinogradConv";
 
-/// The environment variable that turns the replacement off (`off`), for
-/// comparing with tract's own convolutions.
+/// The environment variable that turns the replacement off (see [`switched_on`]),
+/// for comparing with tract's own convolutions.
 pub const SWITCH: &str = "EDGEDET_WINOGRAD";
 
 /// The output tile size m of F(m×m, 3×3).
@@ -918,9 +918,29 @@ impl TypedOp for WinogradConv {
     as_op!();
 }
 
-/// Returns whether the environment leaves the replacement on.
-fn switched_on() -> bool {
-    std::env::var(SWITCH).map_or(true, |value| !value.eq_ignore_ascii_case("off"))
+/// Returns whether the environment leaves the replacement on (see [`reads_on`]).
+pub fn switched_on() -> bool {
+    std::env::var_os(SWITCH).is_none_or(|value| reads_on(&value.to_string_lossy()))
+}
+
+/// Returns whether a value of `EDGEDET_WINOGRAD` leaves the replacement on:
+/// `off`, `0`, `false` and `no` turn it off. Another value than these and
+/// `on`, `1`, `true`, `yes` logs a warning once and leaves it on.
+fn reads_on(value: &str) -> bool {
+    let value = value.trim().to_ascii_lowercase();
+    match value.as_str() {
+        "off" | "0" | "false" | "no" => false,
+        "" | "on" | "1" | "true" | "yes" => true,
+        _ => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                log::warn!(
+                    "invalid {SWITCH}={value:?}: expected off (or 0, false, no) to keep tract's convolutions, or on; Winograd stays on"
+                );
+            });
+            true
+        }
+    }
 }
 
 /// Replaces every float 3×3 convolution of stride 1 with padding 1 with a
@@ -1218,6 +1238,16 @@ mod tests {
             let mut model = layer.model(leaky);
             assert_eq!(replace_convolutions(&mut model).unwrap(), 0);
             assert!(!model.nodes().iter().any(|node| node.op_is::<WinogradConv>()));
+        }
+    }
+
+    #[test]
+    fn switch_reads_off_and_on() {
+        for value in ["off", "OFF", " Off ", "0", "false", "no"] {
+            assert!(!reads_on(value), "{SWITCH}={value:?}");
+        }
+        for value in ["on", "1", "true", "yes", "", "bogus"] {
+            assert!(reads_on(value), "{SWITCH}={value:?}");
         }
     }
 
