@@ -227,7 +227,8 @@ impl WinogradConv {
         // Transformed per (output, input) pair, the pair's A² points side by
         // side, on every core, because yolov4 has millions of pairs.
         let pairs = outputs * inputs;
-        let mut transformed = Tensor::zero::<f32>(&[outputs, inputs, points * points])?;
+        // SAFETY: the threads below write every value, each pair's points in turn.
+        let mut transformed = unsafe { Tensor::uninitialized::<f32>(&[outputs, inputs, points * points])? };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per_thread = pairs.div_ceil(cores).max(1024);
         {
@@ -491,7 +492,7 @@ trait Transforms<const A: usize, const M: usize> {
     /// `Aᵀ m`.
     fn output(m: &[Lanes; A], out: &mut [Lanes; M]);
 
-    /// [`transform_input`] with the widest vectors of this CPU.
+    /// Runs [`transform_input`] with the widest vectors of this CPU.
     ///
     /// # Safety
     /// As for [`transform_input`].
@@ -513,7 +514,7 @@ trait Transforms<const A: usize, const M: usize> {
         unsafe { transform_input::<A, M, Self>(plane, geometry, channel, padded, target) }
     }
 
-    /// [`transform_output`] with the widest vectors of this CPU.
+    /// Runs [`transform_output`] with the widest vectors of this CPU.
     ///
     /// # Safety
     /// As for [`transform_output`].
